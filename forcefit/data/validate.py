@@ -1,0 +1,57 @@
+"""Checks that a set of frames can serve a given run, with messages naming file, frame and field."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from .errors import DataError
+from .frame import Frame
+
+MIN_DISTANCE = 0.1  # Å: closer atoms are almost surely a unit or file error
+
+
+def validate_frames(
+    frames: Sequence[Frame],
+    name: str,
+    need_energy: bool = True,
+    need_forces: bool = True,
+    species: Iterable[int] | None = None,
+    min_distance: float = MIN_DISTANCE,
+) -> None:
+    """Raise DataError for the first frame that cannot be used by this run.
+
+    ``name`` says which split the frames form (train/valid/test), so that an
+    empty split is reported by name.
+    """
+    if len(frames) == 0:
+        raise DataError(f"the {name} split is empty", field=name)
+    allowed = None if species is None else set(int(z) for z in species)
+    for frame in frames:
+        if need_energy and frame.energy is None:
+            raise DataError("has no energy label, which training needs (set energy_key if it is stored under another name)", frame.source, frame.index, "energy")
+        if need_forces and frame.forces is None:
+            raise DataError("has no forces label, which training needs (set forces_key, or forces_weight: 0)", frame.source, frame.index, "forces")
+        if allowed is not None:
+            missing = sorted(set(frame.numbers.tolist()) - allowed)
+            if missing:
+                names = ", ".join(chemical_symbols[z] for z in missing)
+                known = ", ".join(chemical_symbols[z] for z in sorted(allowed))
+                raise DataError(f"contains element(s) {names} that the model does not know (model species: {known})", frame.source, frame.index, "numbers")
+        check_min_distance(frame, min_distance)
+
+
+def check_min_distance(frame: Frame, min_distance: float = MIN_DISTANCE) -> None:
+    """Atoms closer than ``min_distance`` Å (periodic images included) are an error."""
+    if frame.n_atoms < 2 and not frame.pbc.any():
+        return
+    from .neighbors import neighbor_list
+
+    i, j, _shift, dist = neighbor_list(frame.positions, frame.cell, frame.pbc, min_distance, with_distances=True)
+    if len(i):
+        k = int(np.argmin(dist))
+        raise DataError(
+            f"atoms {i[k]} and {j[k]} are {dist[k]:.4f} Å apart (< {min_distance} Å): overlapping atoms or wrong units",
+            frame.source, frame.index, "positions",
+        )

@@ -1,0 +1,42 @@
+"""The backbone contract every model follows, and the force encoding DeNS feeds through it.
+
+A backbone maps species and edge vectors to per-atom outputs:
+
+    forward(species, edge_index, edge_vec, force_condition=None) -> {
+        "node_energy": (N,) per-atom energy in normalised units,
+        "vectors": {name: (N, 3)} one entry per requested vector head,
+    }
+
+- ``species`` (N,) are indices 0..num_species-1 (the Potential maps Z to them).
+- ``edge_index`` (2, E) rows are (centre i, neighbour j); ``edge_vec`` (E, 3)
+  is r_ij = x_j − x_i (+ periodic shift), already differentiable in positions.
+- ``force_condition`` (N, 3), optional: a per-atom vector embedded at every
+  degree the backbone carries (DeNS force encoding); zero rows mean "no input".
+- Constructor arguments common to all: ``num_species``, ``cutoff``,
+  ``vector_heads`` (names of extra equivariant per-atom vector outputs; the name
+  "forces" is used for a direct-force head).
+- Attributes: ``cutoff`` (Å) and ``l_max`` (highest degree carried).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+
+
+def encode_vector(vector: torch.Tensor, l_max: int) -> list[torch.Tensor]:
+    """Embed vectors at degrees 0..l_max as (|v|/√3)·Y_l(v/|v|), component-normalised.
+
+    Returns one tensor (N, 2l+1) per degree, in e3nn's real spherical-harmonic
+    basis (for l = 1 that is the (y, z, x) order). Zero vectors give zeros at
+    every degree, so atoms without a condition contribute nothing.
+    """
+    norm = vector.norm(dim=-1, keepdim=True)
+    unit = vector / norm.clamp_min(1e-12)
+    scale = norm / math.sqrt(3.0)
+    out = []
+    for l in range(l_max + 1):
+        y = o3.spherical_harmonics(l, unit, normalize=False, normalization="component")
+        out.append(scale * y)
+    return out
