@@ -1,0 +1,1 @@
+"""Labelling engine: samplers, reference calculators, resumable campaigns."""
