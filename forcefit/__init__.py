@@ -1,2 +1,59 @@
-"""forcefit: equivariant force fields from few expensive labels."""
+"""forcefit: equivariant force fields from few expensive labels.
+
+Python API (the command line does the same)::
+
+    import forcefit
+    result = forcefit.train(data={"train": "frames.xyz"}, training={"max_epochs": 50}, out="runs/x")
+    ff = forcefit.load("runs/x/model.pt")
+    atoms.calc = ff.calculator
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+@dataclass
+class LoadedModel:
+    """A trained model: the torch Potential, an ASE calculator using it, and the file's metadata."""
+
+    model: Any
+    calculator: Any
+    metadata: dict
+
+
+def train(config: Any = None, *, resume: bool = False, **sections):
+    """Train from a RunConfig, a dict, or a YAML path; keyword sections (data=, model=, training=,
+    dens=, seed=, out=) override it. Returns a TrainResult (out, model_path, metrics)."""
+    from .config import RunConfig, build_config, load_yaml
+    from .training.run import train as _train
+
+    if isinstance(config, RunConfig):
+        base = config.model_dump()
+    elif isinstance(config, (str, Path)):
+        base = load_yaml(config)
+    else:
+        base = dict(config or {})
+    return _train(build_config(base, _paths_to_str(sections), source="forcefit.train"), resume=resume)
+
+
+def _paths_to_str(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _paths_to_str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_paths_to_str(v) for v in value]
+    return value
+
+
+def load(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Load a model file: ``.model`` (torch), ``.calculator`` (ASE), ``.metadata``."""
+    from .model_file import load_model
+    from .simulate.calculator import ForcefitCalculator
+
+    potential = load_model(path, device=device)
+    return LoadedModel(potential, ForcefitCalculator(potential, device=device), potential.metadata)

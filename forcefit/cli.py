@@ -1,0 +1,186 @@
+"""The ``forcefit`` command line: train, eval, md, demo (and the labelling commands)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train equivariant force fields from few expensive labels.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """Print one clear error line and exit with status 2 (never a bare traceback)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _user_errors():
+    from .config import ConfigError
+    from .data import DataError
+    from .model_file import ModelFileError
+    from .training.run import RunExistsError
+
+    return (ConfigError, DataError, ModelFileError, RunExistsError, FileNotFoundError)
+
+
+@app.command()
+def train(
+    train_files: Optional[list[Path]] = typer.Option(None, "--train", help="Training frames (extxyz/any ASE format, ASE or campaign .db, MD17 .npz). Repeatable."),
+    valid: Optional[list[Path]] = typer.Option(None, "--valid", help="Validation frames. Default: hold out --valid-fraction of the training frames."),
+    valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction", help="Fraction of training frames held out for validation (default 0.1)."),
+    test: Optional[list[Path]] = typer.Option(None, "--test", help="Test frames, evaluated with the final model."),
+    level: Optional[str] = typer.Option(None, "--level", help="Level of theory to read from a labelling campaign (.db)."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Use a seeded subset of at most this many training frames."),
+    e0s: Optional[str] = typer.Option(None, "--e0s", help="Reference energies: 'least_squares' (default), 'zero', or a file of isolated atoms."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML run configuration; command-line flags override it."),
+    model: Optional[str] = typer.Option(None, "--model", help="Backbone: 'painn' (default, fast) or a higher-order e3nn model."),
+    cutoff: Optional[float] = typer.Option(None, "--cutoff", help="Neighbour cutoff in Å (default 5)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 (default) or float64."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Maximum number of epochs (default 300)."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="Wall-time budget in MINUTES; the learning-rate schedule anneals within it."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per batch (default 5)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 5e-3)."),
+    energy_weight: Optional[float] = typer.Option(None, "--energy-weight", help="Weight of the per-atom energy MSE (default 1)."),
+    forces_weight: Optional[float] = typer.Option(None, "--forces-weight", help="Weight of the force MSE (default 100)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default off)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default: GPU if present), cpu, cuda."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Number of devices/processes (with --strategy ddp or under torchrun)."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="'auto' or 'ddp' (data-parallel; gloo on CPU, nccl on GPU)."),
+    dens: bool = typer.Option(False, "--dens", help="Add the DeNS denoising auxiliary task with the published small-molecule defaults."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits, initialisation, shuffling and noise (default 0)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/default): checkpoints, logs, model.pt, metrics, plots."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (its saved config, flags override)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+):
+    """Train a force field. Writes OUT/model.pt, OUT/metrics.json, OUT/parity.png, OUT/learning_curve.png."""
+    from .config import build_config, load_yaml
+    from .training.run import train as run_train
+
+    try:
+        base = load_yaml(config) if config else {}
+        if resume:
+            saved = Path(out or base.get("out", "runs/default")) / "config.yaml"
+            if not saved.exists():
+                fail(f"{saved.parent}: nothing to resume (no config.yaml)")
+            base = load_yaml(saved)
+        if dens and not base.get("dens"):
+            base["dens"] = {}
+        overrides = {
+            "data": {"train": [str(p) for p in train_files] if train_files else None, "valid": [str(p) for p in valid] if valid else None,
+                     "valid_fraction": valid_fraction, "test": [str(p) for p in test] if test else None, "level": level,
+                     "max_train": max_train, "e0s": e0s},
+            "model": {"name": model, "cutoff": cutoff, "dtype": dtype},
+            "training": {"max_epochs": max_epochs, "max_time": max_time, "batch_size": batch_size, "lr": lr,
+                         "energy_weight": energy_weight, "forces_weight": forces_weight, "patience": patience,
+                         "device": device, "devices": devices, "strategy": strategy, "progress": False if no_progress else None},
+            "seed": seed,
+            "out": str(out) if out else None,
+        }
+        cfg = build_config(base, overrides, source=str(config or "command line"))
+        result = run_train(cfg, resume=resume)
+    except _user_errors() as exc:
+        fail(str(exc))
+    if result.metrics:
+        from .evaluate import metrics_table
+
+        console.print(metrics_table(result.metrics, title=f"{result.metrics.get('split', '')} set"))
+    console.print(f"model written to [bold]{result.model_path}[/]")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    model_path: Path = typer.Argument(..., help="Model file written by `forcefit train` (model.pt)."),
+    data_file: Path = typer.Argument(..., help="Frames with reference energies/forces."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics (meV, meV/atom, meV/Å) as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a parity plot PNG."),
+    level: Optional[str] = typer.Option(None, "--level", help="Level of theory when reading a campaign .db."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    device: str = typer.Option("cpu", "--device"),
+):
+    """Evaluate a model on labelled frames: MAE/RMSE table per config_type, optional JSON and parity plot."""
+    from .data import read_frames, validate_frames
+    from .evaluate import evaluate, metrics_table, parity_plot
+    from .model_file import load_model
+
+    try:
+        potential = load_model(model_path, device=device)
+        frames = read_frames(data_file, level=level)
+        validate_frames(frames, "evaluation", need_energy=False, need_forces=False, species=potential.species)
+        metrics, predictions = evaluate(potential, frames, batch_size=batch_size, device=device)
+    except _user_errors() as exc:
+        fail(str(exc))
+    console.print(metrics_table(metrics, title=str(data_file)))
+    if json_out:
+        json_out.write_text(json.dumps(metrics, indent=2))
+    if plot:
+        parity_plot(frames, predictions, plot)
+
+
+@app.command()
+def md(
+    model_path: Path = typer.Argument(..., help="Model file (model.pt)."),
+    structure: Path = typer.Argument(..., help="Starting structure (first frame of any ASE-readable file)."),
+    temperature: float = typer.Option(500.0, "--temperature", help="Langevin thermostat temperature (K)."),
+    timestep: float = typer.Option(0.5, "--timestep", help="Time step (fs)."),
+    steps: int = typer.Option(1000, "--steps"),
+    seed: int = typer.Option(0, "--seed"),
+    trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Write the trajectory (ASE .traj or .xyz)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a stability plot PNG."),
+):
+    """Run NVT molecular dynamics with a trained model and report stability and steps per second."""
+    import ase.io
+
+    from .model_file import load_model
+    from .simulate.calculator import ForcefitCalculator
+    from .simulate.md import run_md, stability_plot
+
+    try:
+        potential = load_model(model_path)
+        atoms = ase.io.read(str(structure), index=0)
+    except _user_errors() as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"{structure}: cannot read a structure ({exc})")
+    result = run_md(atoms, ForcefitCalculator(potential), temperature=temperature, timestep_fs=timestep, steps=steps, seed=seed,
+                    trajectory=str(trajectory) if trajectory else None)
+    console.print(f"{result.steps_done} steps, {result.steps_per_second:.1f} steps/s, "
+                  + (f"collapsed after {result.time_to_collapse_fs:.1f} fs" if result.collapsed else "stable"))
+    if plot:
+        stability_plot(result, plot)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("forcefit_demo"), "--out", help="Folder for the demo's data, model and plots."),
+    frames: int = typer.Option(240, "--frames", help="Number of GFN2-xTB MD frames to sample and label."),
+    minutes: float = typer.Option(2.0, "--minutes", help="Training wall-time budget in minutes."),
+):
+    """End to end on an embedded default: GFN2-xTB ethanol data → train → evaluate → MD. No downloads."""
+    from .demo import run_demo
+
+    run_demo(out, n_frames=frames, minutes=minutes, console=console)
+
+
+def _register_labelling() -> None:
+    try:
+        from .labeling.cli import register
+    except ImportError:  # labelling engine not installed in this build
+        return
+    register(app)
+
+
+_register_labelling()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

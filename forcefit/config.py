@@ -1,0 +1,124 @@
+"""The run configuration: one validated, typed object (YAML file + command-line overrides)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    train: list[str] = Field(default_factory=list, description="Training files (any ASE format, ASE/campaign .db, MD17 .npz).")
+    valid: list[str] = Field(default_factory=list, description="Validation files; if empty, valid_fraction of train is held out.")
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="Fraction of train held out for validation when no valid file is given.")
+    test: list[str] = Field(default_factory=list, description="Test files evaluated after training.")
+    level: str | None = Field(None, description="Level of theory to read from a labelling campaign.")
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    e0s: str | dict[str, float] = Field("least_squares", description="'least_squares', 'zero', a file of isolated atoms, or {element: eV}.")
+    max_train: int | None = Field(None, gt=0, description="Use at most this many training frames (seeded subset).")
+
+    @field_validator("train", "valid", "test", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return [v] if isinstance(v, (str, Path)) else v
+
+
+class ModelConfig(_Strict):
+    name: str = Field("painn", description="Backbone: 'painn' (fast, l<=1) or a higher-order e3nn model.")
+    cutoff: float = Field(5.0, gt=0, description="Neighbour cutoff in Å.")
+    dtype: Literal["float32", "float64"] = "float32"
+    zbl: bool = Field(False, description="Add ZBL short-range repulsion.")
+    direct_forces: bool = Field(False, description="Predict forces with a vector head instead of -dE/dx.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backbone hyperparameters, e.g. {features: 64, num_layers: 3}.")
+
+
+class TrainingConfig(_Strict):
+    max_epochs: int = Field(300, gt=0)
+    max_time: float | None = Field(None, gt=0, description="Wall-time budget in minutes.")
+    batch_size: int = Field(5, gt=0)
+    eval_batch_size: int = Field(32, gt=0)
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    energy_weight: float = Field(1.0, ge=0, description="Weight of the per-atom energy MSE (eV²/atom²).")
+    forces_weight: float = Field(100.0, ge=0, description="Weight of the force MSE (eV²/Å²).")
+    ema_decay: float | None = Field(0.99, ge=0, lt=1, description="EMA of weights used for validation and export; null disables.")
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    grad_clip: float | None = Field(10.0, gt=0)
+    patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs (null: off).")
+    device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
+    progress: bool = True
+
+
+class DensConfig(_Strict):
+    """DeNS (METHODS.md §1); defaults are the published small-molecule ones."""
+
+    sigma: float = Field(0.05, gt=0, description="Noise standard deviation σ (Å).")
+    p: float = Field(0.25, ge=0, le=1, description="Probability a structure (or the batch) is denoised.")
+    ratio: float = Field(0.25, gt=0, le=1, description="Probability each atom of a chosen structure is corrupted (r).")
+    weight: float = Field(5.0, ge=0, description="λ_DeNS.")
+    decay: bool = Field(True, description="Decay λ_DeNS linearly to 0 over training.")
+    per_batch: bool = Field(False, description="One coin per batch (catalyst code) instead of per structure.")
+    normalize_forces: bool = Field(False, description="Divide encoded forces by the dataset force RMS.")
+
+
+class RunConfig(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    dens: DensConfig | None = None
+    seed: int = 0
+    out: str = "runs/default"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        return cls.model_validate(load_yaml(path))
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate, with every problem listed by its dotted path."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def build_config(base: dict | None = None, overrides: dict | None = None, source: str = "config") -> RunConfig:
+    """Merge nested ``overrides`` (e.g. from CLI flags, None values ignored) into ``base`` and validate."""
+    merged = _deep_merge(base or {}, _drop_none(overrides or {}))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

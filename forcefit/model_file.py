@@ -1,0 +1,93 @@
+"""The trained-model file: one file with version, species, cutoff, units, E0s, config and weights.
+
+Loads on CPU whatever device trained it. Training-only parts (the DeNS noise
+head) are dropped at export, so inference never pays for them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .models.build import build_potential
+from .models.potential import Potential
+
+FORMAT = "forcefit-model"
+FORMAT_VERSION = 1
+UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å"}
+INFERENCE_HEADS = ("forces",)  # vector heads kept in exported models
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded, with the reason."""
+
+
+def save_model(potential: Potential, architecture: dict, path: str | Path, config: dict | None = None) -> None:
+    """Write ``potential`` (weights + architecture) atomically to ``path``."""
+    from .training.checkpoint_io import atomic_torch_save
+
+    heads = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
+    arch = dict(architecture, vector_heads=heads, e0s={int(k): float(v) for k, v in architecture.get("e0s", {}).items()})
+    arch["scale"], arch["shift"] = float(potential.scale), float(potential.shift)
+    state = {k: v.detach().cpu() for k, v in potential.state_dict().items() if not _dropped(k, heads)}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "forcefit_version": __version__,
+        "species": list(potential.species),
+        "cutoff": float(potential.cutoff),
+        "units": UNITS,
+        "dtype": str(next(potential.parameters()).dtype).replace("torch.", ""),
+        "architecture": arch,
+        "config": config or {},
+        "state_dict": state,
+    }
+    atomic_torch_save(payload, path)
+
+
+def _dropped(key: str, kept_heads: tuple[str, ...]) -> bool:
+    marker = "backbone.vector_heads."
+    if marker not in key:
+        return False
+    name = key.split(marker, 1)[1].split(".", 1)[0]
+    return name not in kept_heads
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Potential:
+    """Load a model file into an eval-mode Potential (on CPU unless ``device`` says otherwise)."""
+    payload = read_model_file(path)
+    potential = build_potential(payload["architecture"])
+    dtype = getattr(torch, payload.get("dtype", "float32"))
+    potential = potential.to(dtype)
+    missing, unexpected = potential.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ModelFileError(f"{path}: weights do not match the architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    potential.metadata = {k: v for k, v in payload.items() if k != "state_dict"}
+    return potential.to(device).eval()
+
+
+def read_model_file(path: str | Path) -> dict:
+    """Read and check the file's format and version; say clearly why a file cannot be used."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        hint = " (this looks like a training checkpoint; use the exported model.pt)" if isinstance(payload, dict) and "state_dict" in payload and "pytorch-lightning_version" in payload else ""
+        raise ModelFileError(f"{path}: not a forcefit model file{hint}")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format {version} was written by forcefit {payload.get('forcefit_version')}; "
+            f"this forcefit ({__version__}) reads formats up to {FORMAT_VERSION}: upgrade forcefit"
+        )
+    return _upgrade(payload)
+
+
+def _upgrade(payload: dict) -> dict:
+    """Bring older formats up to the current one (format 1 is the first; future upgrades go here)."""
+    return payload

@@ -1,0 +1,1 @@
+"""Objectives: loss terms and the training objectives built from them (supervised, DeNS, ...)."""

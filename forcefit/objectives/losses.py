@@ -1,0 +1,39 @@
+"""Composable loss terms on model outputs and batch labels (physical units: eV, Å)."""
+from __future__ import annotations
+
+import torch
+
+from ..models.scatter import scatter_sum
+
+
+def per_atom_energy_error(out: dict, batch: dict) -> torch.Tensor:
+    """(Ê − E)/n per structure (G,), eV/atom."""
+    return (out["energy"] - batch["energy"]) / batch["num_atoms"].to(out["energy"].dtype)
+
+
+def energy_mse(out: dict, batch: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean over structures with energies of the squared per-atom energy error."""
+    w = batch["weight"] * batch["has_energy"].to(batch["weight"].dtype)
+    if mask is not None:
+        w = w * mask.to(w.dtype)
+    return (w * per_atom_energy_error(out, batch) ** 2).sum() / w.sum().clamp_min(1e-12)
+
+
+def forces_loss(out: dict, batch: dict, atom_mask: torch.Tensor | None = None, kind: str = "mse") -> torch.Tensor:
+    """Mean over atoms (of structures with forces, optionally masked) of the force error.
+
+    ``kind='mse'`` averages squared components (MACE/NequIP); ``'l2'`` averages
+    the per-atom Euclidean norm ‖F̂ − F‖ (the DeNS/Equiformer loss).
+    """
+    w = (batch["weight"] * batch["has_forces"].to(batch["weight"].dtype))[batch["batch"]]
+    if atom_mask is not None:
+        w = w * atom_mask.to(w.dtype)
+    diff = out["forces"] - batch["forces"]
+    per_atom = (diff**2).mean(dim=-1) if kind == "mse" else diff.norm(dim=-1)
+    return (w * per_atom).sum() / w.sum().clamp_min(1e-12)
+
+
+def graph_mean(values: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Mean of per-atom values within each structure (G,)."""
+    n = batch["ptr"].shape[0] - 1
+    return scatter_sum(values, batch["batch"], n) / batch["num_atoms"].to(values.dtype)

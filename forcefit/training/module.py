@@ -1,0 +1,107 @@
+"""The Lightning training module: a Potential, a swappable objective, EMA and the optimiser.
+
+The objective is any callable ``(model, batch, progress, generator) -> (loss,
+metrics)``; methods (DeNS, pretraining, ASTEROID) plug in here without the
+module knowing about them.
+"""
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Timer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..config import TrainingConfig
+from ..objectives.losses import per_atom_energy_error
+from .schedule import warmup_cosine
+
+
+class ForceFieldModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, objective, training: TrainingConfig, seed: int = 0):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.cfg = training
+        self.seed = seed
+        self.ema = None
+        if training.ema_decay:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema_decay), use_buffers=True)
+        self._epoch_start = None
+        self._epoch_structures = 0
+
+    # ---- the model used for validation and export
+    def averaged_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def progress(self) -> float:
+        """Fraction of training done, by steps or by wall time, whichever is further."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        total = max(trainer.estimated_stepping_batches, 1)
+        by_steps = trainer.global_step / total
+        by_time = 0.0
+        for cb in trainer.callbacks:
+            if isinstance(cb, Timer) and cb._duration:
+                by_time = cb.time_elapsed("train") / cb._duration
+        return min(max(by_steps, by_time), 1.0)
+
+    # ---- training
+    def training_step(self, batch, batch_idx):
+        generator = torch.Generator(device=batch["positions"].device)
+        generator.manual_seed(self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+        loss, metrics = self.objective(self.model, batch, self.progress(), generator)
+        n = int(batch["num_atoms"].shape[0])
+        self._epoch_structures += n
+        self.log("loss", loss, prog_bar=True, batch_size=n)
+        for key, value in metrics.items():
+            self.log(f"train_{key}", value, batch_size=n)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def on_train_epoch_start(self):
+        self._epoch_start, self._epoch_structures = time.perf_counter(), 0
+
+    def on_train_epoch_end(self):
+        if self._epoch_start is not None:
+            rate = self._epoch_structures / max(time.perf_counter() - self._epoch_start, 1e-9)
+            self.log("structures_per_s", rate, prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"])
+
+    # ---- validation with the averaged weights
+    def validation_step(self, batch, batch_idx):
+        model = self.averaged_model()
+        with torch.enable_grad():
+            out = model(batch)
+        energy_err = per_atom_energy_error(out, batch).abs()
+        has_e = batch["has_energy"]
+        n = int(batch["num_atoms"].shape[0])
+        if has_e.any():
+            self.log("val_energy_mae", energy_err[has_e].mean() * 1000, batch_size=int(has_e.sum()), sync_dist=True)
+        atom_has_f = batch["has_forces"][batch["batch"]]
+        if atom_has_f.any():
+            f_err = (out["forces"].detach() - batch["forces"])[atom_has_f].abs().mean() * 1000
+            self.log("val_forces_mae", f_err, prog_bar=True, batch_size=int(atom_has_f.sum()), sync_dist=True)
+        e_sq = (energy_err[has_e] ** 2).mean() if has_e.any() else energy_err.new_zeros(())
+        f_sq = ((out["forces"].detach() - batch["forces"])[atom_has_f] ** 2).mean() if atom_has_f.any() else e_sq.new_zeros(())
+        val_loss = self.cfg.energy_weight * e_sq + self.cfg.forces_weight * f_sq
+        self.log("val_loss", val_loss, batch_size=n, sync_dist=True)
+
+    # ---- optimisation
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.scheduler == "none":
+            return optimizer
+        if self.cfg.scheduler == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=10)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
+        warmup = self.cfg.warmup_epochs / max(self.cfg.max_epochs, 1)
+        cosine = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda _: warmup_cosine(self.progress(), warmup, self.cfg.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
