@@ -57,7 +57,8 @@ class Potential(nn.Module):
             node_energy = node_energy + self.zbl(batch["numbers"], batch["edge_index"], edge_vec.norm(dim=-1))
         num_graphs = batch["ptr"].shape[0] - 1
         energy = scatter_sum(node_energy, batch["batch"], num_graphs)
-        vectors = {k: v * self.scale for k, v in out["vectors"].items()}
+        # Only the direct-force head is in force units; other heads (e.g. DeNS noise ε/σ) are unitless.
+        vectors = {k: v * self.scale if k == "forces" else v for k, v in out["vectors"].items()}
         result = {"energy": energy, "node_energy": node_energy, "vectors": vectors, "positions": positions}
         if conservative:
             (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=self.training)

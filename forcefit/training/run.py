@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..config import RunConfig
 from ..data import Collater, GraphDataset
@@ -73,6 +74,10 @@ def train(config: RunConfig, resume: bool = False) -> TrainResult:
         torch.set_num_threads(t.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = prepare_data(config)
+    if config.dens is not None:
+        forceless = sum(f.forces is None for f in data.train)
+        rank_zero_info(f"DeNS: {len(data.train) - forceless} training frames can be denoised; "
+                       f"{forceless} have no forces and train without denoising")
     dtype = getattr(torch, config.model.dtype)
     architecture = architecture_of(config, data)
     potential = build_potential(architecture).to(dtype)

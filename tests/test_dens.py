@@ -1,0 +1,128 @@
+"""DeNS: hand-computed loss, exact targets, fixed atoms, equivariant force encoding."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from conftest import ETHANOL
+from forcefit.config import DensConfig
+from forcefit.data import Frame, batch_from_frames
+from forcefit.models.painn import PaiNN
+from forcefit.models.potential import Potential
+from forcefit.models.scatter import scatter_sum
+from forcefit.objectives.dens import Corruption, DensObjective, dens_loss, sample_corruption
+
+
+class QuadraticModel(torch.nn.Module):
+    """E = a Σ|x|², F = −2a x, noise head = b · condition: outputs known in closed form."""
+
+    a, b = 0.5, 2.0
+
+    def forward(self, batch, compute_forces=True, force_condition=None):
+        x = batch["positions"]
+        energy = scatter_sum(self.a * (x**2).sum(-1), batch["batch"], batch["ptr"].shape[0] - 1)
+        cond = torch.zeros_like(x) if force_condition is None else force_condition
+        return {"energy": energy, "forces": -2 * self.a * x, "vectors": {"noise": self.b * cond}}
+
+
+def _tiny_batch():
+    frames = [
+        Frame(positions=np.array([[0.0, 0, 0], [1.0, 0, 0]]), numbers=np.array([1, 1]), energy=0.2, forces=np.array([[0.1, 0, 0], [-0.1, 0, 0]])),
+        Frame(positions=np.array([[0.0, 1, 0], [0.0, 1, 1.5]]), numbers=np.array([1, 8]), energy=1.0, forces=np.array([[0, 0, 0.3], [0, 0, -0.3]])),
+    ]
+    return batch_from_frames(frames, 5.0, torch.float64)
+
+
+def test_loss_matches_hand_computation():
+    batch = _tiny_batch()
+    eps = torch.zeros(4, 3, dtype=torch.float64)
+    eps[0] = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
+    corruption = Corruption(torch.tensor([True, False]), torch.tensor([True, False, False, False]), eps)
+    sigma, lam_e, lam_f, lam_d = 0.05, 1.0, 80.0, 5.0
+    loss, metrics = dens_loss(QuadraticModel(), batch, corruption, sigma, lam_e, lam_f, lam_d, cutoff=5.0)
+
+    a, b = 0.5, 2.0
+    # structure 0, atom 0 moved to ε; atom 1 at (1,0,0). Energy of the noisy structure vs the ORIGINAL label.
+    e0 = a * (0.01**2 + 0.02**2 + 0.03**2) + a * 1.0
+    e1 = a * 1.0 + a * (1.0 + 1.5**2)
+    loss_e = ((e0 - 0.2) / 2) ** 2 / 2 + ((e1 - 1.0) / 2) ** 2 / 2
+    # forces on the three uncorrupted atoms vs original forces, squared error averaged over components
+    f_pred = [(-1.0, 0, 0), (0, -1.0, 0), (0, -1.0, -1.5)]
+    f_ref = [(-0.1, 0, 0), (0, 0, 0.3), (0, 0, -0.3)]
+    loss_f = sum(sum((p - r) ** 2 for p, r in zip(fp, fr)) / 3 for fp, fr in zip(f_pred, f_ref)) / 3
+    # noise head on the corrupted atom: b · f_original vs ε/σ, Euclidean norm
+    pred = np.array([b * 0.1, 0, 0])
+    target = np.array([0.01, -0.02, 0.03]) / sigma
+    loss_dn = math.sqrt(((pred - target) ** 2).sum())
+    expected = lam_e * loss_e + lam_f * loss_f + lam_d * loss_dn
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    assert metrics["loss_dens"].item() == pytest.approx(loss_dn, rel=1e-12)
+    assert metrics["dens_position_mae"].item() == pytest.approx(np.abs(pred * sigma - target * sigma).mean(), rel=1e-12)
+
+
+def test_tiny_sigma_full_corruption_target_is_displacement_over_sigma():
+    batch = batch_from_frames([Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers, energy=0.0, forces=np.ones((9, 3)))] * 3, 5.0, torch.float64)
+    sigma = 1e-9
+    c = sample_corruption(batch, p=1.0, ratio=1.0, sigma=sigma, per_batch=False, generator=torch.Generator().manual_seed(0))
+    assert c.structures.all() and c.atoms.all()
+    noisy = batch["positions"] + c.noise
+    target = c.noise / sigma
+    torch.testing.assert_close((noisy - batch["positions"]) / sigma, target, rtol=1e-6, atol=1e-6)
+    assert abs(target.std().item() - 1.0) < 0.3
+
+
+def test_fixed_atoms_and_forceless_frames_never_move():
+    fixed = np.zeros(9, bool)
+    fixed[[0, 4, 7]] = True
+    frames = [
+        Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers, energy=0.0, forces=np.ones((9, 3)), fixed=fixed),
+        Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers, energy=0.0, forces=None),
+    ]
+    batch = batch_from_frames(frames, 5.0, torch.float64)
+    for seed in range(20):
+        c = sample_corruption(batch, p=1.0, ratio=1.0, sigma=0.1, per_batch=seed % 2 == 0, generator=torch.Generator().manual_seed(seed))
+        assert (c.noise[:9][torch.as_tensor(fixed)] == 0).all()
+        assert not c.atoms[9:].any() and (c.noise[9:] == 0).all()
+        assert not c.structures[1]
+
+
+def test_per_batch_coin_is_shared():
+    batch = batch_from_frames([Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers, energy=0.0, forces=np.ones((9, 3)))] * 6, 5.0, torch.float64)
+    seen = set()
+    for seed in range(30):
+        c = sample_corruption(batch, p=0.5, ratio=0.5, sigma=0.1, per_batch=True, generator=torch.Generator().manual_seed(seed))
+        assert c.structures.all() or not c.structures.any()
+        seen.add(bool(c.structures.any()))
+    assert seen == {True, False}
+
+
+def test_force_encoding_makes_noise_prediction_equivariant():
+    torch.manual_seed(0)
+    model = Potential(PaiNN(3, features=16, num_layers=2, vector_heads=("noise",)), [1, 6, 8]).double()
+    rng = np.random.default_rng(0)
+    forces = rng.normal(size=(9, 3))
+    mask = torch.tensor([True, False, True, False, False, True, False, False, False])
+
+    def noise_prediction(R):
+        frame = Frame(positions=ETHANOL.positions @ R.T, numbers=ETHANOL.numbers)
+        batch = batch_from_frames([frame], 5.0, torch.float64)
+        cond = torch.as_tensor(forces @ R.T) * mask.unsqueeze(-1)
+        return model(batch, force_condition=cond)["vectors"]["noise"].detach().numpy()
+
+    ref = noise_prediction(np.eye(3))
+    R = Rotation.random(random_state=1).as_matrix()
+    np.testing.assert_allclose(noise_prediction(R), ref @ R.T, atol=1e-10)
+    # the encoding actually changes the prediction (it is not ignored)
+    frame = Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers)
+    plain = model(batch_from_frames([frame], 5.0, torch.float64))["vectors"]["noise"].detach().numpy()
+    assert np.abs(plain - ref).max() > 1e-6
+
+
+def test_weight_decays_linearly():
+    obj = DensObjective(DensConfig(weight=5.0, decay=True), 1.0, 100.0, cutoff=5.0)
+    assert obj.weight(0.0) == 5.0 and obj.weight(0.5) == 2.5 and obj.weight(1.0) == 0.0
+    assert DensObjective(DensConfig(weight=5.0, decay=False), 1.0, 100.0, cutoff=5.0).weight(0.9) == 5.0
