@@ -61,8 +61,11 @@ def _accelerator(device: str) -> str:
     return {"cuda": "gpu"}.get(device, device)
 
 
-def train(config: RunConfig, resume: bool = False) -> TrainResult:
-    """Train a force field as ``config`` says; resume from ``out/checkpoints/last.ckpt`` if asked."""
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
+    """Train a force field as ``config`` says; resume from ``out/checkpoints/last.ckpt`` if asked.
+
+    ``callbacks``: extra Lightning callbacks (custom logging, profiling, ...).
+    """
     out = Path(config.out)
     last = out / CHECKPOINTS / "last.ckpt"
     if resume and not last.exists():
@@ -89,9 +92,8 @@ def train(config: RunConfig, resume: bool = False) -> TrainResult:
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, sampler=EpochSeededSampler(len(train_set), config.seed), drop_last=len(train_set) > t.batch_size, **loader_kw)
     valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, **loader_kw)
 
-    callbacks = [
-        ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_loss", save_top_k=1, save_last=True, enable_version_counter=False),
-    ]
+    checkpoint = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_loss", save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [checkpoint, *(callbacks or [])]
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=t.patience))
     if t.progress:
@@ -127,7 +129,7 @@ def train(config: RunConfig, resume: bool = False) -> TrainResult:
     model_path = out / "model.pt"
     metrics: dict = {}
     if trainer.is_global_zero:
-        best = callbacks[0].best_model_path or str(last)
+        best = checkpoint.best_model_path or str(last)
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
         final = module.averaged_model().cpu().eval()

@@ -1,0 +1,101 @@
+"""Shared pieces of the benchmark scripts: reference-data splits, timed training, MD speed, tables."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def require_shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        print(f"skipped: reference data {path} is not available (it lives in ../shared/data beside the project)")
+        sys.exit(0)
+    return path
+
+
+def write_split(frames_path: Path, n_train: int, n_valid: int, seed: int, workdir: Path, n_test: int | None = None) -> dict:
+    """Seeded train/valid/test files from one extxyz file; test is the rest (or n_test frames)."""
+    images = ase.io.read(frames_path, ":")
+    order = np.random.default_rng(seed).permutation(len(images))
+    parts = {"train": order[:n_train], "valid": order[n_train : n_train + n_valid]}
+    rest = order[n_train + n_valid :]
+    parts["test"] = rest if n_test is None else rest[:n_test]
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, idx in parts.items():
+        paths[name] = workdir / f"{name}.xyz"
+        ase.io.write(paths[name], [images[k] for k in idx], format="extxyz")
+    return paths
+
+
+def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str = "painn", seed: int = 0,
+                   options: dict | None = None, dens: dict | None = None, max_epochs: int = 100000, threads: int = 2,
+                   training: dict | None = None) -> dict:
+    """Train under a wall-time budget (or epochs) and return test metrics and throughput."""
+    import forcefit
+
+    cfg = {
+        "data": {"train": str(paths["train"]), "valid": str(paths["valid"]), "test": str(paths["test"]), "e0s": str(e0s)},
+        "model": {"name": model, "options": options or {}},
+        "training": {"max_epochs": max_epochs, "max_time": minutes, "threads": threads, "progress": False, **(training or {})},
+        "seed": seed,
+        "out": str(out),
+    }
+    if dens is not None:
+        cfg["dens"] = dens
+    start = time.perf_counter()
+    result = forcefit.train(cfg)
+    wall = time.perf_counter() - start
+    rates = [float(r["structures_per_s"]) for r in csv.DictReader(open(out / "logs" / "metrics.csv")) if r.get("structures_per_s")]
+    epochs = max(int(r["epoch"]) for r in csv.DictReader(open(out / "logs" / "metrics.csv"))) + 1
+    m = result.metrics
+    return {
+        "test_energy_mae_meV_per_atom": m["energy_mae_per_atom"], "test_energy_mae_meV": m["energy_mae"],
+        "test_forces_mae_meV_per_A": m["forces_mae"], "train_structures_per_s": float(np.median(rates[1:] or rates)),
+        "epochs": epochs, "wall_minutes": wall / 60, "model_path": str(result.model_path),
+    }
+
+
+def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300, threads: int = 1) -> float:
+    """NVT Langevin (500 K, 0.5 fs) of one molecule through the ASE calculator, after a short warm-up."""
+    import torch
+    from ase import units
+    from ase.md.langevin import Langevin
+
+    import forcefit
+
+    torch.set_num_threads(threads)
+    atoms = ase.io.read(structure_path, 0)
+    atoms.calc = forcefit.load(model_path).calculator
+    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=500, friction=0.01, rng=np.random.default_rng(0))
+    dyn.run(10)
+    start = time.perf_counter()
+    dyn.run(steps)
+    return steps / (time.perf_counter() - start)
+
+
+def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """rich table; columns are (key, header, format)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for _, header, _ in columns:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*[("" if row.get(k) is None else format(row[k], fmt) if fmt else str(row[k])) for k, _, fmt in columns])
+    Console(width=200).print(table)
+
+
+def save_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))

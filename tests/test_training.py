@@ -1,0 +1,137 @@
+"""Training end to end: resume after a real kill, DDP on CPU, model file round trip, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import forcefit
+from forcefit.cli import app
+from forcefit.model_file import ModelFileError, load_model, read_model_file
+
+TINY = {"model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
+        "training": {"batch_size": 4, "progress": False, "threads": 1, "lr": 1e-2}}
+
+
+def _config(tmp_path, data, name, **training):
+    cfg = {"data": {"train": str(data), "valid_fraction": 0.25}, "model": TINY["model"],
+           "training": {**TINY["training"], **training}, "out": str(tmp_path / name), "seed": 1}
+    return cfg
+
+
+def _params(model_path):
+    return read_model_file(model_path)["state_dict"]
+
+
+def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
+    full = forcefit.train(_config(tmp_path, ethanol_xyz, "full", max_epochs=4))
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, ethanol_xyz, "killed", max_epochs=4)))
+    script = textwrap.dedent(f"""
+        import os, signal
+        import lightning as L
+        from forcefit.config import RunConfig
+        from forcefit.training.run import train
+
+        class KillAtEpoch(L.Callback):
+            def on_train_epoch_start(self, trainer, module):
+                if trainer.current_epoch == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        train(RunConfig.from_yaml({str(cfg_path)!r}), callbacks=[KillAtEpoch()])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    with pytest.raises(forcefit.training.run.RunExistsError):
+        forcefit.train(cfg_path)
+    resumed = forcefit.train(cfg_path, resume=True)
+    a, b = _params(full.model_path), _params(resumed.model_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert resumed.metrics["forces_mae"] == pytest.approx(full.metrics["forces_mae"], rel=1e-4)
+
+
+def test_model_file_round_trip_and_clear_errors(tmp_path, ethanol_xyz):
+    result = forcefit.train(_config(tmp_path, ethanol_xyz, "rt", max_epochs=1), dens={})
+    loaded = forcefit.load(result.model_path)
+    meta = loaded.metadata
+    assert meta["species"] == [1, 6, 8] and meta["cutoff"] == 5.0 and meta["units"]["energy"] == "eV"
+    assert "noise" not in dict(loaded.model.backbone.vector_heads)  # DeNS head dropped at export
+    from ase.io import read
+
+    atoms = read(ethanol_xyz, 0)
+    atoms.calc = loaded.calculator
+    e = atoms.get_potential_energy()
+    again = forcefit.load(result.model_path)
+    atoms.calc = again.calculator
+    assert atoms.get_potential_energy() == pytest.approx(e, abs=1e-6)
+
+    payload = torch.load(result.model_path, weights_only=False)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(ModelFileError, match="format 99.*upgrade forcefit"):
+        load_model(tmp_path / "future.pt")
+    with pytest.raises(ModelFileError, match="training checkpoint"):
+        load_model(tmp_path / "rt" / "checkpoints" / "last.ckpt")
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, ethanol_xyz):
+    cfg = _config(tmp_path, ethanol_xyz, "ddp", max_epochs=2, strategy="ddp", devices=2, device="cpu")
+    cfg_path = tmp_path / "ddp.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "forcefit.cli",
+           "train", "--config", str(cfg_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / "ddp" / "model.pt").exists()
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["n_frames"] == 10
+
+
+def test_cli_end_to_end(tmp_path, ethanol_xyz):
+    runner = CliRunner()
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump({k: v for k, v in TINY.items()}))
+    out = tmp_path / "cli"
+    r = runner.invoke(app, ["train", "--train", str(ethanol_xyz), "--config", str(cfg_path), "--max-epochs", "2",
+                            "--out", str(out), "--test", str(ethanol_xyz), "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["training"]["max_epochs"] == 2 and saved["model"]["options"]["features"] == 8 and saved["seed"] == 3
+    for name in ("model.pt", "metrics.json", "parity.png", "learning_curve.png"):
+        assert (out / name).stat().st_size > 0, name
+    r = runner.invoke(app, ["eval", str(out / "model.pt"), str(ethanol_xyz), "--json", str(tmp_path / "m.json"), "--plot", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in ("n_frames", "energy_mae", "energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse"):
+        assert key in metrics and key in metrics["by_config_type"]["md"]
+    assert metrics["n_frames"] == 40 and set(metrics["by_config_type"]) == {"md", "rattled"}
+    assert (tmp_path / "p.png").stat().st_size > 0
+    # resume with a larger epoch budget continues the same run
+    r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--max-epochs", "3"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--train", "nope.xyz", "--max-epochs", "1"], "nope.xyz: no such file"),
+    (["train", "--max-epochs", "1"], "no training data"),
+    (["train", "--train", "X", "--batch-size", "0"], "training.batch_size"),
+    (["eval", "missing.pt", "x.xyz"], "missing.pt: no such model file"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2
+    assert message in r.output and "Traceback" not in r.output
