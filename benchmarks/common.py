@@ -32,6 +32,8 @@ def write_split(frames_path: Path, n_train: int, n_valid: int, seed: int, workdi
     workdir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, idx in parts.items():
+        if len(idx) == 0:
+            continue
         paths[name] = workdir / f"{name}.xyz"
         ase.io.write(paths[name], [images[k] for k in idx], format="extxyz")
     return paths

@@ -1,0 +1,88 @@
+"""DeNS on and off, side by side: same model, same frames, same seeds.
+
+    python benchmarks/dens.py [--datasets ethanol950 ethanol50 acac] [--model NAME]
+                              [--epochs 60] [--minutes 5] [--seeds 0 1]
+
+Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
+(--minutes). Prints test force/energy MAE, the relative change with DeNS and
+the training-time overhead (seconds per epoch, DeNS / plain).
+Datasets: ethanol (rMD17) with 950 or 50 training frames, acetylacetone
+(train_300K.xyz → test_MD_300K.xyz).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common import print_table, require_shared, save_json, train_forcefit, write_split
+
+
+def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
+    if name.startswith("ethanol"):
+        n = int(name.removeprefix("ethanol"))
+        frames, e0s = require_shared("ethanol", "train.xyz"), require_shared("ethanol", "isolated_atoms.xyz")
+        n_valid = 50 if n <= 900 else 25
+        return write_split(frames, n, n_valid, seed, work / f"{name}_{seed}"), e0s
+    if name == "acac":
+        import ase.io
+
+        train, test = require_shared("acac", "train_300K.xyz"), require_shared("acac", "test_MD_300K.xyz")
+        e0s = require_shared("acac", "isolated_atoms.xyz")
+        split = write_split(train, 450, 50, seed, work / f"acac_{seed}", n_test=0)
+        split["test"] = work / f"acac_{seed}" / "test.xyz"
+        ase.io.write(split["test"], ase.io.read(test, ":"), format="extxyz")
+        return split, e0s
+    raise SystemExit(f"unknown dataset {name}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["ethanol950", "ethanol50", "acac"])
+    p.add_argument("--model", default="painn")
+    p.add_argument("--epochs", type=int, default=60, help="equal-epoch comparison (0 to skip)")
+    p.add_argument("--minutes", type=float, default=5.0, help="equal-wall-time comparison (0 to skip)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="dens_bench_"))
+    rows = []
+    modes = [m for m in (("epochs", args.epochs), ("minutes", args.minutes)) if m[1]]
+    for name in args.datasets:
+        for mode, amount in modes:
+            results = {False: [], True: []}
+            for seed in args.seeds:
+                paths, e0s = dataset(name, seed, work)
+                for use_dens in (False, True):
+                    budget = {"max_epochs": int(amount), "minutes": None} if mode == "epochs" else {"minutes": amount}
+                    r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{int(use_dens)}", budget["minutes"],
+                                       model=args.model, seed=seed, dens={} if use_dens else None,
+                                       max_epochs=budget.get("max_epochs", 100000), threads=args.threads)
+                    r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
+                    results[use_dens].append(r)
+            plain, dens = ({k: float(np.mean([r[k] for r in results[d]])) for k in results[d][0] if k != "model_path"} for d in (False, True))
+            rows.append({
+                "dataset": name, "budget": f"{amount:g} {mode}", "seeds": len(args.seeds),
+                "F_plain": plain["test_forces_mae_meV_per_A"], "F_dens": dens["test_forces_mae_meV_per_A"],
+                "F_change_pct": 100 * (dens["test_forces_mae_meV_per_A"] / plain["test_forces_mae_meV_per_A"] - 1),
+                "E_plain": plain["test_energy_mae_meV_per_atom"], "E_dens": dens["test_energy_mae_meV_per_atom"],
+                "E_change_pct": 100 * (dens["test_energy_mae_meV_per_atom"] / plain["test_energy_mae_meV_per_atom"] - 1),
+                "epochs_plain": plain["epochs"], "epochs_dens": dens["epochs"],
+                "overhead_pct": 100 * (dens["s_per_epoch"] / plain["s_per_epoch"] - 1),
+            })
+            save_json(args.json, rows)
+    print_table(f"DeNS vs plain training, model {args.model}", rows, [
+        ("dataset", "data", ""), ("budget", "budget", ""), ("seeds", "seeds", "d"),
+        ("F_plain", "F MAE plain", ".1f"), ("F_dens", "F MAE DeNS", ".1f"), ("F_change_pct", "ΔF %", "+.1f"),
+        ("E_plain", "E MAE plain", ".2f"), ("E_dens", "E MAE DeNS", ".2f"), ("E_change_pct", "ΔE %", "+.1f"),
+        ("epochs_plain", "epochs plain", ".0f"), ("epochs_dens", "epochs DeNS", ".0f"), ("overhead_pct", "time/epoch overhead %", "+.1f"),
+    ])
+    print("(MAE in meV/Å and meV/atom on the test frames; negative Δ means DeNS is better)")
+
+
+if __name__ == "__main__":
+    main()
