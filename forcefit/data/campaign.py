@@ -1,0 +1,90 @@
+"""Read a forcefit labelling campaign (an ASE database) as training frames.
+
+Self-contained on purpose: the data layer must not import the labelling
+engine, so the few schema facts needed here are restated (and kept in step
+with ``forcefit.labeling.campaign``):
+
+- ``db.metadata["forcefit_campaign"]`` is true and ``db.metadata["levels"]``
+  maps each level name to the settings of the method that labelled it;
+- one row per structure; its tag is the key-value pair ``config_type``;
+- a finished label at level ``L`` sets the key ``has_L = 1`` and stores
+  ``row.data["label.L"] = {"energy": eV, "forces": (n, 3) eV/Å, ...}``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .frame import Frame
+
+
+def campaign_levels(db) -> dict:
+    """Level name -> method settings, as recorded in the campaign's metadata."""
+    return dict(db.metadata.get("levels", {}))
+
+
+def read_campaign(path: str | Path, level: str | None = None) -> list[Frame]:
+    """Frames labelled at ``level`` (energy, forces; Frame.level = level).
+
+    ``level=None`` is allowed when the campaign has exactly one level.
+    Structures without a label at that level (not yet labelled, or failed)
+    are skipped; a campaign with no labelled frame at that level is an error.
+    ``Frame.index`` is the database row id, stable across runs.
+    """
+    from ase.db import connect
+
+    path = str(path)
+    try:
+        db = connect(path, use_lock_file=False)
+        meta = db.metadata
+    except Exception as exc:  # sqlite / psycopg errors of many types
+        raise DataError(f"cannot open as an ASE database ({type(exc).__name__}: {exc})", file=path) from exc
+    if not meta.get("forcefit_campaign", False):
+        raise DataError("not a forcefit labelling campaign (metadata lacks 'forcefit_campaign')", file=path)
+    levels = campaign_levels(db)
+    available = ", ".join(sorted(levels)) or "none"
+    if level is None:
+        if len(levels) != 1:
+            raise DataError(f"campaign has {len(levels)} levels of theory ({available}); choose one with --level", file=path, field="level")
+        level = next(iter(levels))
+    elif level not in levels:
+        raise DataError(f"no level '{level}' in this campaign; available levels: {available}", file=path, field="level")
+
+    key = f"label.{level}"
+    frames = []
+    total = 0
+    for row in db.select():
+        total += 1
+        if not row.get(f"has_{level}"):
+            continue
+        label = row.data.get(key)
+        if label is None or "energy" not in label or "forces" not in label:
+            raise DataError(f"row is flagged as labelled but its label data is missing", file=path, frame=row.id, field=key)
+        atoms = row.toatoms()
+        fixed = None
+        for constraint in atoms.constraints:
+            if type(constraint).__name__ == "FixAtoms":
+                fixed = np.zeros(len(atoms), dtype=bool)
+                fixed[constraint.get_indices()] = True
+        frames.append(
+            Frame(
+                positions=np.asarray(row.positions, dtype=np.float64),
+                numbers=np.asarray(row.numbers, dtype=np.int64),
+                cell=np.asarray(row.cell, dtype=np.float64),
+                pbc=np.asarray(row.pbc, dtype=bool),
+                energy=float(label["energy"]),
+                forces=np.asarray(label["forces"], dtype=np.float64),
+                config_type=str(row.get("config_type", "default")),
+                level=level,
+                weight=float(row.get("weight", 1.0)),
+                equilibrium=bool(row.get("equilibrium", 0)),
+                fixed=fixed,
+                source=path,
+                index=row.id,
+            )
+        )
+    if not frames:
+        raise DataError(f"no structure is labelled at level '{level}' yet ({total} structures in the campaign)", file=path, field="level")
+    return frames

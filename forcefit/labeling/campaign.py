@@ -1,0 +1,313 @@
+"""The campaign store: one ASE database holding every structure once, with labels per level of theory.
+
+Schema (read by ``forcefit.data.campaign.read_campaign``; keep in step):
+
+- metadata: ``forcefit_campaign: True``, ``schema: 1``, ``levels: {name: settings}``
+  (the method settings that define each level: method, functional, basis, ...).
+- one row per structure (deduplicated by a hash of numbers, positions, cell,
+  pbc, charge and spin), key-value pairs ``config_type`` (the structure's
+  tag), ``structure_hash``, sampler details, and per level ``L``:
+  ``has_L = 1`` once labelled, ``cost_L`` (CPU seconds of the label),
+  ``failed_L`` (failed attempts: 1 = retry pending, 2 = given up),
+  ``sel_L = 1`` when chosen for a ``--select`` subset.
+- ``row.data["label.L"]``: energy (eV), forces (eV/Å), optional charges (e)
+  and dipole (e·Å), cpu_seconds, wall_seconds, attempt, safer, host;
+  ``row.data["failures.L"]``: one record per failed attempt with its error text.
+
+Durability: a labelling session keeps one connection open and commits after
+every label, so a killed run loses at most the labels still being computed.
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit survives a
+killed process (not necessarily a power cut). A PostgreSQL URL
+(``postgresql://user:pw@host/db``) works the same way through ``ase.db.connect``.
+Only the coordinating process ever writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+from .calculators import Structure
+
+SCHEMA = 1
+MAX_ATTEMPTS = 2  # the first try and one retry with safer settings
+_LEVEL = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_VERSION_KEYS = {"versions"}
+
+
+def check_level_name(level: str) -> str:
+    """Level names become database keys: letters, digits and underscores, starting with a letter."""
+    if not isinstance(level, str) or not _LEVEL.match(level):
+        raise DataError(f"level name '{level}' must start with a letter and contain only letters, digits and '_'", field="level")
+    return level
+
+
+def structure_hash(atoms) -> str:
+    """Identity of a structure for deduplication (positions to 1e-5 Å)."""
+    h = hashlib.sha1()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for arr in (atoms.positions, atoms.cell[:]):
+        h.update((np.round(np.asarray(arr, dtype=float), 5) + 0.0).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+    h.update(np.asarray([atoms.get_initial_charges().sum(), atoms.get_initial_magnetic_moments().sum()]).round(3).tobytes())
+    return h.hexdigest()
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _checked_str(value, field: str) -> str:
+    from ase.db.core import convert_str_to_int_float_bool_or_str
+
+    value = str(value)
+    if not isinstance(convert_str_to_int_float_bool_or_str(value), str) or not value:
+        raise DataError(f"'{value}' is not usable as a tag: it must be a non-empty word that does not read as a number", field=field)
+    return value
+
+
+class Campaign:
+    """A labelling campaign in an ASE database (SQLite file or PostgreSQL URL).
+
+    ``Campaign(path)`` opens or creates it; ``create=False`` insists that it
+    exists. Structures are added with :meth:`add`; the runner
+    (``forcefit.labeling.label``) labels them; :meth:`frames` reads a level
+    back as training frames.
+    """
+
+    def __init__(self, path: str | Path, create: bool = True):
+        from ase.db import connect
+
+        self.path = str(path)
+        local = not _is_url(self.path)
+        if local:
+            p = Path(self.path)
+            if p.suffix.lower() != ".db":
+                raise DataError("a campaign is an ASE database file ending in .db (or a postgresql:// URL)", file=self.path)
+            if not p.exists() and not create:
+                raise DataError("no such campaign", file=self.path)
+            new = not p.exists() or p.stat().st_size == 0
+        try:
+            self.db = connect(self.path, type="db" if local else "postgresql", use_lock_file=False)
+            meta = self.db.metadata
+            n_rows = self.db.count()
+        except Exception as exc:
+            raise DataError(f"cannot open as an ASE database ({type(exc).__name__}: {exc})", file=self.path) from exc
+        if not meta.get("forcefit_campaign"):
+            if n_rows:
+                raise DataError("is an ASE database but not a forcefit campaign; label it into a new one with --out", file=self.path)
+            if not create:
+                raise DataError("is not a forcefit campaign", file=self.path)
+            if local and new:
+                self._enable_wal()
+            self.db.metadata = {"forcefit_campaign": True, "schema": SCHEMA, "levels": {}}
+        elif meta.get("schema", SCHEMA) > SCHEMA:
+            raise DataError(f"campaign schema {meta['schema']} is newer than this forcefit understands ({SCHEMA})", file=self.path)
+        self._session = False
+
+    # ------------------------------------------------------------ connection handling
+    def _enable_wal(self):
+        import sqlite3
+
+        try:
+            with sqlite3.connect(self.path) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error:  # e.g. a network filesystem: keep the default journal
+            pass
+
+    @contextmanager
+    def session(self):
+        """Keep one connection open; every write inside commits immediately (see module docstring)."""
+        if self._session:
+            yield self
+            return
+        with self.db:
+            con = self.db.connection
+            if not _is_url(self.path):
+                con.execute("PRAGMA synchronous=NORMAL")
+            self._session = True
+            try:
+                yield self
+            finally:
+                self._session = False
+
+    @contextmanager
+    def _transaction(self):
+        if self._session:
+            yield
+            self.db.connection.commit()
+        else:
+            with self.db:
+                yield
+
+    # ------------------------------------------------------------ structures
+    def __len__(self) -> int:
+        return self.db.count()
+
+    @property
+    def levels(self) -> dict:
+        """Level name -> settings of the method that labels it."""
+        return dict(self.db.metadata.get("levels", {}))
+
+    def add(self, structures, config_type: str | None = None, source: str | None = None) -> list[int]:
+        """Add structures not already present (by hash), all in one transaction; return the new row ids.
+
+        The tag is ``config_type`` if given, else the structure's
+        ``info["config_type"]``, else "default".
+        """
+        known = {row.get("structure_hash") for row in self.db.select(columns=["key_value_pairs"])}
+        new_ids = []
+        with self._transaction():
+            for atoms in structures:
+                key = structure_hash(atoms)
+                if key in known:
+                    continue
+                known.add(key)
+                info = atoms.info
+                kvp = {
+                    "config_type": _checked_str(config_type or info.get("config_type", "default"), "config_type"),
+                    "structure_hash": key,
+                }
+                if info.get("equilibrium"):
+                    kvp["equilibrium"] = 1
+                if "weight" in info:
+                    kvp["weight"] = float(info["weight"])
+                for name in ("temperature", "step", "stdev"):
+                    if name in info:
+                        kvp[name] = float(info[name])
+                data = {k: str(info[k]) for k in ("sampler", "smiles") if k in info}
+                if source:
+                    data["source"] = str(source)
+                clean = atoms.copy()
+                clean.calc = None
+                new_ids.append(self.db.write(clean, key_value_pairs=kvp, data=data))
+        return new_ids
+
+    def structures(self, ids=None) -> list:
+        """(row id, Atoms) for all structures, or for the given ids, in id order."""
+        rows = self.db.select() if ids is None else (self.db.get(id=int(i)) for i in ids)
+        out = []
+        for row in rows:
+            atoms = row.toatoms()
+            atoms.info["config_type"] = row.get("config_type", "default")
+            out.append((row.id, atoms))
+        return sorted(out, key=lambda t: t[0])
+
+    # ------------------------------------------------------------ levels
+    def register_level(self, level: str, settings: dict) -> None:
+        """Record the method behind ``level``; refuse different settings under an existing name."""
+        check_level_name(level)
+        meta = self.db.metadata
+        levels = dict(meta.get("levels", {}))
+        old = levels.get(level)
+        if old is not None:
+            a = {k: v for k, v in old.items() if k not in _VERSION_KEYS}
+            b = {k: v for k, v in settings.items() if k not in _VERSION_KEYS}
+            if a != b:
+                diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+                raise DataError(f"level '{level}' was labelled with other settings ({diff}); use another --level name", file=self.path, field="level")
+            return
+        levels[level] = settings
+        meta = dict(meta)
+        meta["levels"] = levels
+        with self._transaction():
+            self.db.metadata = meta
+
+    # ------------------------------------------------------------ work lists
+    def status(self, level: str) -> list[dict]:
+        """Per structure: id, labelled, failed attempts, selected (cheap: key-value pairs only)."""
+        out = []
+        for row in self.db.select(columns=["id", "key_value_pairs"]):
+            kv = row.key_value_pairs
+            out.append({"id": row.id, "labelled": bool(kv.get(f"has_{level}")), "failed": int(kv.get(f"failed_{level}", 0)),
+                        "selected": bool(kv.get(f"sel_{level}")), "cost": kv.get(f"cost_{level}")})
+        return out
+
+    def pending(self, level: str, retry_failed: bool = False) -> list[tuple[int, int]]:
+        """(row id, failed attempts so far) of structures still to label at ``level``.
+
+        If any structure was selected for this level, only selected ones are
+        pending. Given-up structures come back only with ``retry_failed``.
+        """
+        rows = self.status(level)
+        if any(r["selected"] for r in rows):
+            rows = [r for r in rows if r["selected"]]
+        return [(r["id"], r["failed"]) for r in rows
+                if not r["labelled"] and (retry_failed or r["failed"] < MAX_ATTEMPTS)]
+
+    def mark_selected(self, level: str, ids) -> None:
+        """Record a selection before labelling starts, so a resumed run labels the same subset."""
+        with self._transaction():
+            for i in ids:
+                self.db.update(int(i), **{f"sel_{level}": 1})
+
+    def task_structure(self, row_id: int) -> Structure:
+        return Structure.from_atoms(self.db.get(id=int(row_id)).toatoms())
+
+    # ------------------------------------------------------------ results
+    def write_label(self, row_id: int, level: str, label: dict, cpu_seconds: float, wall_seconds: float,
+                    attempt: int, safer: bool, host: str | None = None) -> None:
+        """Store one finished label and commit it."""
+        record = {k: np.asarray(v) if k != "energy" else float(v) for k, v in label.items()}
+        record.update(cpu_seconds=float(cpu_seconds), wall_seconds=float(wall_seconds), attempt=int(attempt),
+                      safer=bool(safer), host=host or socket.gethostname(), time=time.time())
+        with self._transaction():
+            self.db.update(int(row_id), data={f"label.{level}": record},
+                           **{f"has_{level}": 1, f"cost_{level}": float(cpu_seconds)})
+
+    def write_failure(self, row_id: int, level: str, error: str, attempt: int, final: bool,
+                      cpu_seconds: float = 0.0, safer: bool = False, host: str | None = None) -> int:
+        """Record a failed attempt (with its error text) and commit; returns the new failed-attempt count."""
+        row = self.db.get(id=int(row_id))
+        failures = list(row.data.get(f"failures.{level}", []))
+        failures.append({"attempt": int(attempt), "error": str(error), "safer": bool(safer), "final": bool(final),
+                         "cpu_seconds": float(cpu_seconds), "host": host or socket.gethostname(), "time": time.time()})
+        count = MAX_ATTEMPTS if final else int(row.get(f"failed_{level}", 0)) + 1
+        count = max(count, int(row.get(f"failed_{level}", 0)) + 1)
+        with self._transaction():
+            self.db.update(int(row_id), data={f"failures.{level}": failures}, **{f"failed_{level}": count})
+        return count
+
+    def failures(self, level: str) -> list[tuple[int, list[dict]]]:
+        """(row id, failure records) of structures with failed attempts at ``level``."""
+        out = []
+        for row in self.db.select(f"failed_{level}>0"):
+            out.append((row.id, list(row.data.get(f"failures.{level}", []))))
+        return out
+
+    # ------------------------------------------------------------ reading back
+    def frames(self, level: str | None = None):
+        """Labelled frames of a level (``forcefit.data.Frame``), as the data layer reads them."""
+        from ..data.campaign import read_campaign
+
+        return read_campaign(self.path, level)
+
+    def info(self) -> dict:
+        """Counts per level and config_type, CPU cost per level (for ``campaign-info``)."""
+        rows = list(self.db.select(columns=["id", "key_value_pairs"]))
+        tags: dict[str, int] = {}
+        for row in rows:
+            tag = row.key_value_pairs.get("config_type", "default")
+            tags[tag] = tags.get(tag, 0) + 1
+        levels = {}
+        for level, settings in self.levels.items():
+            kvs = [row.key_value_pairs for row in rows]
+            costs = [float(kv[f"cost_{level}"]) for kv in kvs if kv.get(f"has_{level}") and f"cost_{level}" in kv]
+            labelled = sum(1 for kv in kvs if kv.get(f"has_{level}"))
+            failed = sum(1 for kv in kvs if not kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0) >= MAX_ATTEMPTS)
+            selected = sum(1 for kv in kvs if kv.get(f"sel_{level}"))
+            pool = selected if selected else len(rows)
+            retried = sum(1 for kv in kvs if kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0))
+            levels[level] = {
+                "settings": settings, "labelled": labelled, "failed": failed, "retried": retried,
+                "selected": selected, "pending": max(0, pool - labelled - failed) if selected else
+                sum(1 for kv in kvs if not kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0) < MAX_ATTEMPTS),
+                "cpu_total": float(sum(costs)), "cpu_mean": float(np.mean(costs)) if costs else None,
+            }
+        return {"path": self.path, "structures": len(rows), "config_types": tags, "levels": levels}

@@ -1,0 +1,416 @@
+"""Running a labelling campaign: a worker thread, a local process pool, or a Dask cluster.
+
+The coordinating process owns the database: it hands structures out, and
+commits each result the moment it arrives (``Campaign.write_label``), so a
+killed run resumes exactly where it stopped. Workers only compute.
+
+- ``workers=1`` and a cheap in-process method (xTB): one worker thread; the
+  SCF runs outside the GIL while the main thread writes the previous label.
+- ``workers>=1`` otherwise: spawned worker processes, each with its own pipe
+  (a crashed worker is noticed at once and its structure recorded as failed)
+  and ``OMP_NUM_THREADS`` set per worker.
+- ``scheduler``: a Dask ``Client``, cluster, or ``tcp://host:port`` address.
+
+A failed attempt is committed with its error text, then retried once with
+the method's safer settings; a second failure gives the structure up.
+Overlapping atoms are given up at once (no SCF setting can fix them).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..data.errors import DataError
+from .calculators import Method, Structure, make_method
+from .campaign import MAX_ATTEMPTS, Campaign, check_level_name
+from .tasks import Outcome, Task, run_chunk, run_task
+
+
+# ---------------------------------------------------------------- executors
+class _ThreadExecutor:
+    """One worker thread in this process (cheap methods: no start-up cost, no pickling)."""
+
+    def __init__(self, method: Method):
+        import queue
+
+        self.method, self.inbox, self.outbox = method, queue.Queue(), queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="forcefit-label", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            key, tasks = item
+            for i, task in enumerate(tasks):
+                try:
+                    self.outbox.put((key, i, run_task(self.method, task, "thread")))
+                except BaseException as exc:  # noqa: BLE001 - hand it to the coordinator
+                    self.outbox.put((key, i, exc))
+            self.outbox.put((key, None, None))
+
+    def submit(self, key, tasks):
+        self.inbox.put((key, tasks))
+
+    def get(self):
+        import queue
+
+        while True:  # a timeout keeps Ctrl-C responsive
+            try:
+                key, i, out = self.outbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(out, BaseException):
+                raise out
+            return key, i, out
+
+    def close(self):
+        self.inbox.put(None)
+
+
+class _ProcessExecutor:
+    """Worker processes (``python -m forcefit.labeling._worker``), one socket each.
+
+    Started directly rather than through multiprocessing so a worker imports
+    neither the caller's main module nor torch: it is ready in a fraction of
+    a second. A dead worker shows as EOF on its socket.
+    """
+
+    def __init__(self, method: Method, workers: int, threads: int):
+        self.method, self.threads = method, threads
+        self.workers: list[dict] = []
+        self.backlog: deque = deque()
+        for _ in range(workers):
+            self._start()
+
+    def _start(self):
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env.update({v: str(self.threads) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+        proc = subprocess.Popen([sys.executable, "-m", "forcefit.labeling._worker", str(theirs.fileno())],
+                                pass_fds=[theirs.fileno()], env=env, cwd=os.getcwd())
+        theirs.close()
+        conn = Connection(ours.detach())
+        conn.send(("init", list(sys.path), self.threads))
+        self.workers.append({"proc": proc, "conn": conn, "queue": deque(), "ready": False})
+
+    def submit(self, key, tasks):
+        w = min(self.workers, key=lambda w: len(w["queue"]))
+        w["queue"].append([key, tasks, 0])  # 0: outcomes received so far
+        try:
+            w["conn"].send((key, self.method, tasks))
+        except OSError:  # it died since we last heard from it
+            self._died(w)
+
+    def get(self):
+        from multiprocessing.connection import wait
+
+        while True:
+            if self.backlog:
+                return self.backlog.popleft()
+            ready = wait([w["conn"] for w in self.workers], timeout=0.5)
+            for conn in ready:
+                w = next((w for w in self.workers if w["conn"] is conn), None)
+                if w is None:
+                    continue
+                try:
+                    key, i, out = conn.recv()
+                except (EOFError, OSError):
+                    self._died(w)
+                    continue
+                if key == "ready":
+                    w["ready"] = True
+                    continue
+                if i is None:
+                    w["queue"].popleft()
+                else:
+                    w["queue"][0][2] += 1
+                self.backlog.append((key, i, out))
+
+    def _died(self, w):
+        """The structure being computed fails; the worker's unstarted structures are handed back."""
+        try:
+            code = w["proc"].wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            w["proc"].kill()
+            code = w["proc"].wait()
+        w["conn"].close()
+        if not w["ready"]:  # not the structure's fault: stop rather than blame every structure
+            raise RuntimeError(f"a labelling worker process failed to start (exit code {code}); see its error above")
+        self.workers.remove(w)
+        self._start()
+        for n, (key, tasks, done) in enumerate(w["queue"]):
+            for j in range(done, len(tasks)):
+                t = tasks[j]
+                crashed = n == 0 and j == done
+                self.backlog.append((key, j, Outcome(
+                    t.row_id, t.attempt, t.safer, None,
+                    f"worker process died (exit code {code}) while labelling this structure" if crashed else None,
+                    True, 0.0, 0.0, socket.gethostname(), requeue=not crashed)))
+            self.backlog.append((key, None, None))
+
+    def close(self):
+        for w in self.workers:
+            try:
+                w["conn"].send(None)
+            except OSError:
+                pass
+        for w in self.workers:
+            try:
+                w["proc"].wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                w["proc"].kill()
+                w["proc"].wait()
+            w["conn"].close()
+
+
+class _DaskExecutor:
+    """Chunks as Dask tasks; results come back per chunk, in completion order."""
+
+    def __init__(self, method: Method, scheduler):
+        from distributed import Client, as_completed
+
+        self.own_client = None
+        if isinstance(scheduler, Client):
+            self.client = scheduler
+        else:
+            address = getattr(scheduler, "scheduler_address", scheduler)
+            try:
+                self.client = self.own_client = Client(address, timeout="20s")
+            except Exception as exc:
+                raise DataError(f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc})", field="scheduler") from exc
+        self.method = method
+        self.ac = as_completed()
+        self.backlog: deque = deque()
+        self.keys: dict = {}
+
+    def submit(self, key, tasks):
+        fut = self.client.submit(run_chunk, self.method, tasks, "dask", os.getpid(), pure=False)
+        self.keys[fut.key] = (key, tasks)
+        self.ac.add(fut)
+
+    def get(self):
+        while not self.backlog:
+            fut = next(self.ac)
+            key, tasks = self.keys.pop(fut.key)
+            try:
+                outs = fut.result()
+            except Exception as exc:  # e.g. KilledWorker: the whole chunk failed
+                outs = [Outcome(t.row_id, t.attempt, t.safer, None, f"Dask task failed: {type(exc).__name__}: {exc}",
+                                True, 0.0, 0.0, "dask") for t in tasks]
+            for i, out in enumerate(outs):
+                self.backlog.append((key, i, out))
+            self.backlog.append((key, None, None))
+        return self.backlog.popleft()
+
+    def close(self):
+        if self.own_client is not None:
+            self.own_client.close()
+
+
+# ---------------------------------------------------------------- progress
+class _Progress:
+    """A rich progress bar on stderr: done/total, labels per second, failures, ETA."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.progress = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[failed]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self.t0 = time.perf_counter()
+        self.task = self.progress.add_task(description, total=total, rate="", failed="")
+        self.progress.start()
+
+    def advance(self, done: int, total: int, failed: int):
+        if self.progress is None:
+            return
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=done, total=total, rate=f"{rate:.1f} labels/s",
+                             failed=f"[red]{failed} failed" if failed else "")
+
+    def close(self):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# ---------------------------------------------------------------- the campaign loop
+@dataclass
+class LabelReport:
+    """What one ``label`` call did."""
+
+    level: str
+    method: str
+    labelled: int = 0
+    failed: int = 0  # given up in this run
+    retried: int = 0  # failed attempts that were retried
+    remaining: int = 0  # still pending (nothing, unless interrupted)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    errors: list = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.labelled / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (f"level '{self.level}' ({self.method}): {self.labelled} labelled, {self.failed} failed, "
+                f"{self.retried} retried, {self.remaining} remaining; {self.seconds:.1f} s wall "
+                f"({self.rate:.1f} labels/s), {self.cpu_seconds:.1f} CPU s")
+
+
+def _versions(method: Method) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = {"xtb": ["tblite"], "dft": ["pyscf"] + (["dftd3"] if getattr(method, "dispersion", None) else [])}.get(method.kind, ["ase"])
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _apply_selection(camp: Campaign, level: str, n: int, select_by: str, seed: int, scores=None) -> None:
+    """Make ``n`` structures chosen for ``level`` (chosen = selected or labelled, minus given-up ones)."""
+    from .selection import select
+
+    rows = camp.status(level)
+    chosen = [r["id"] for r in rows if (r["selected"] or r["labelled"]) and not (r["failed"] >= MAX_ATTEMPTS and not r["labelled"])]
+    need = n - len(chosen)
+    if need <= 0:
+        if not any(r["selected"] for r in rows):  # label only this subset from now on
+            camp.mark_selected(level, chosen)
+        return
+    candidates = [r["id"] for r in rows if not r["selected"] and not r["labelled"] and r["failed"] < MAX_ATTEMPTS]
+    structures = dict(camp.structures(candidates + chosen)) if select_by == "fps" else {}
+    picked = select([structures.get(i) for i in candidates], need, select_by, seed,
+                    taken=[structures[i] for i in chosen] if select_by == "fps" else None, scores=scores)
+    camp.mark_selected(level, chosen + [candidates[k] for k in picked])
+
+
+def label(
+    campaign,
+    method="gfn2",
+    *,
+    level: str | None = None,
+    select: int | None = None,
+    select_by: str = "random",
+    seed: int = 0,
+    workers: int = 1,
+    threads: int | None = None,
+    scheduler=None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    scores=None,
+    **settings,
+) -> LabelReport:
+    """Label every pending structure of ``campaign`` at ``level`` with ``method``; resumable.
+
+    campaign: a ``Campaign`` or a path/URL to one. method: "gfn2", "gfn1",
+    "ipea1", "dft", "module:factory" or a ``Method``; ``settings`` are the
+    method's (xc, basis, density_fit, grid_level, charge, spin, dispersion,
+    ...). level: the name the labels are stored under (default: the
+    method's, e.g. "gfn2" or "dft"). select: label only ``select``
+    structures in total at this level, chosen by ``select_by`` ("random",
+    "fps", or "uncertainty" with ``scores``). workers: parallel workers;
+    threads: OpenMP threads per worker (xTB: 1; DFT: cores / workers).
+    scheduler: a Dask Client, cluster, or "tcp://host:port".
+    retry_failed: try given-up structures once more.
+    """
+    camp = campaign if isinstance(campaign, Campaign) else Campaign(campaign, create=False)
+    if workers < 1:
+        raise DataError(f"workers must be at least 1, got {workers}", field="workers")
+    if threads is not None and threads < 1:
+        raise DataError(f"threads must be at least 1, got {threads}", field="threads")
+    m = make_method(method, **settings)
+    n_threads = threads or m.default_threads(workers)
+    if m.kind == "dft":
+        import dataclasses
+
+        m = dataclasses.replace(m, threads=n_threads)
+    level = check_level_name(level or m.default_level)
+    camp.register_level(level, {**m.settings(), "versions": _versions(m)})
+    if select is not None:
+        _apply_selection(camp, level, int(select), select_by, seed, scores)
+    elif select_by == "uncertainty":
+        raise DataError("--select-by needs --select N", field="select_by")
+
+    todo = camp.pending(level, retry_failed)
+    report = LabelReport(level=level, method=m.describe())
+    t0 = time.perf_counter()
+    if not todo:
+        return report
+    by_id = {i: Structure.from_atoms(a) for i, a in camp.structures([i for i, _ in todo])}
+    tasks = deque(Task(i, by_id[i], attempt=f + 1, safer=f >= 1) for i, f in todo)
+    max_atoms = max(len(t.structure.numbers) for t in tasks)
+    chunk = max(1, min(m.chunk, 1000 // max_atoms))
+
+    if scheduler is not None:
+        executor = _DaskExecutor(m, scheduler)
+        chunk = max(1, chunk // 2)
+        slots = 2 * max(1, sum(executor.client.nthreads().values()))
+    elif workers == 1 and m.in_process:
+        executor, chunk, slots = _ThreadExecutor(m), 1, 4
+    else:
+        executor, slots = _ProcessExecutor(m, workers, n_threads), 2 * workers
+
+    total, done, counter = len(tasks), 0, 0
+    bar = _Progress(progress, total, f"{level}: {m.describe()}")
+    in_flight: dict = {}
+    try:
+        with camp.session():
+            while tasks or in_flight:
+                while tasks and len(in_flight) < slots:
+                    batch = [tasks.popleft() for _ in range(min(chunk, len(tasks)))]
+                    counter += 1
+                    in_flight[(counter,)] = len(batch)
+                    executor.submit((counter,), batch)
+                key, i, out = executor.get()
+                if i is None:
+                    in_flight.pop(key, None)
+                    continue
+                if out.requeue:
+                    tasks.appendleft(Task(out.row_id, by_id[out.row_id], out.attempt, out.safer))
+                    continue
+                report.cpu_seconds += out.cpu_seconds
+                if out.label is not None:
+                    camp.write_label(out.row_id, level, out.label, out.cpu_seconds, out.wall_seconds,
+                                     out.attempt, out.safer, out.host)
+                    report.labelled += 1
+                    done += 1
+                else:
+                    final = (not out.retryable) or out.attempt >= MAX_ATTEMPTS
+                    camp.write_failure(out.row_id, level, out.error, out.attempt, final, out.cpu_seconds,
+                                       out.safer, out.host)
+                    report.errors.append((out.row_id, out.error))
+                    if final:
+                        report.failed += 1
+                        done += 1
+                    else:
+                        report.retried += 1
+                        tasks.appendleft(Task(out.row_id, by_id[out.row_id], out.attempt + 1, True))
+                bar.advance(done, total, report.failed)
+    finally:
+        executor.close()
+        bar.close()
+        report.seconds = time.perf_counter() - t0
+        report.remaining = len(camp.pending(level))
+    return report

@@ -1,0 +1,343 @@
+"""Labelling engine: reference calculators, campaign store, resume after SIGKILL, failures, pools, CLI."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from ase import Atoms
+from ase.build import molecule
+from typer.testing import CliRunner
+
+from forcefit.data import DataError, read_frames
+from forcefit.labeling import Campaign, label, make_method, rattle, sample_md, sample_normal_modes, select
+from forcefit.labeling.calculators import Structure
+from forcefit.labeling.cli import register
+
+HERE = Path(__file__).resolve().parent
+HELPERS = "labeling_helpers"
+
+
+def ethanols(n, seed=0, stdev=0.04):
+    return rattle(molecule("CH3CH2OH"), stdev=stdev, n=n, seed=seed, config_type="md")
+
+
+def cli():
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(cli(), [str(a) for a in args])
+    return result, result.output
+
+
+# ---------------------------------------------------------------- reference methods
+def test_gfn2_labels_match_tblite_called_directly(tmp_path):
+    from tblite.ase import TBLite
+
+    frames = ethanols(4)
+    camp = Campaign(tmp_path / "c.db")
+    camp.add(frames)
+    report = label(camp, "gfn2", progress=False)
+    assert report.labelled == 4 and report.failed == 0
+    got = camp.frames("gfn2")
+    row = camp.db.get(id=got[0].index)
+    for frame, atoms in zip(got, frames):
+        ref = atoms.copy()
+        ref.calc = TBLite(method="GFN2-xTB", verbosity=0)
+        assert frame.energy == pytest.approx(ref.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(frame.forces, ref.get_forces(), atol=1e-9)
+    ref = frames[0].copy()
+    ref.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    np.testing.assert_allclose(row.data["label.gfn2"]["charges"], ref.get_charges(), atol=1e-9)
+    np.testing.assert_allclose(row.data["label.gfn2"]["dipole"], ref.get_dipole_moment(), atol=1e-9)
+    assert row.data["label.gfn2"]["cpu_seconds"] > 0 and row.get("cost_gfn2") > 0
+    assert camp.levels["gfn2"]["method"] == "GFN2-xTB"
+
+
+def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
+    from pyscf import dft, gto
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0.05, 0.02, 0.80]])  # stretched H2: non-zero forces
+    camp = Campaign(tmp_path / "c.db")
+    camp.add([h2])
+    report = label(camp, "dft", xc="PBE", basis="sto-3g", progress=False)
+    assert report.labelled == 1, report.errors
+    frame = camp.frames("dft")[0]
+
+    mol = gto.M(atom=[(int(z), tuple(p)) for z, p in zip(h2.numbers, h2.positions)], basis="sto-3g", unit="Angstrom", verbose=0)
+    mf = dft.RKS(mol)
+    mf.xc, mf.grids.level, mf.conv_tol = "PBE", 3, 1e-9
+    mf = mf.density_fit()
+    e = mf.kernel() * 27.211386024367243
+    f = -mf.nuc_grad_method().kernel() * 27.211386024367243 / 0.5291772105638411
+    assert frame.energy == pytest.approx(e, abs=1e-6)
+    np.testing.assert_allclose(frame.forces, f, atol=1e-5)
+    settings = camp.levels["dft"]
+    assert settings["xc"] == "PBE" and settings["basis"] == "sto-3g" and settings["density_fit"] is True
+    # the safer retry converges to the same state
+    safer = make_method("dft", basis="sto-3g").compute(Structure.from_atoms(h2), safer=True)
+    np.testing.assert_allclose(safer["forces"], f, atol=1e-3)
+
+
+def test_method_settings_are_checked_before_any_work(tmp_path):
+    for method, settings, field in [("nope", {}, "method"), ("dft", {"xc": "NOTAFUNCTIONAL"}, "xc"),
+                                    ("dft", {"basis": "no-such-basis"}, "basis"), ("gfn2", {"xc": "PBE"}, "xc"),
+                                    ("nomodule_xyz:f", {}, "calculator"), ("os:no_such_factory", {}, "calculator")]:
+        with pytest.raises(DataError) as err:
+            make_method(method, **settings)
+        assert err.value.field == field
+    try:
+        import dftd3  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="dftd3"):
+            make_method("dft", dispersion="d3bj")
+
+
+# ---------------------------------------------------------------- durability
+def _labelled(path, level):
+    from ase.db import connect
+
+    db = connect(str(path), use_lock_file=False)
+    return {row.id: row.data[f"label.{level}"]["energy"] for row in db.select(f"has_{level}=1")}
+
+
+def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
+    path, log = tmp_path / "c.db", tmp_path / "calls.log"
+    frames = ethanols(16, seed=1)
+    Campaign(path).add(frames)
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", FORCEFIT_TEST_LOG=str(log))
+    proc = subprocess.Popen([sys.executable, "-m", "forcefit.labeling", "label", str(path), "--calculator", f"{HELPERS}:slow",
+                             "--level", "ref", "--no-progress"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        if len(_labelled(path, "ref")) >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _labelled(path, "ref")
+    assert 4 <= len(before) < 16
+    calls_before = log.read_text().split()
+    worker_pid = int(calls_before[0])
+    for _ in range(100):  # the orphaned worker notices and exits
+        if not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text():
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("worker process outlived its killed coordinator")
+
+    os.environ["FORCEFIT_TEST_LOG"] = str(log)
+    try:
+        report = label(str(path), f"{HELPERS}:slow", level="ref", progress=False)
+    finally:
+        del os.environ["FORCEFIT_TEST_LOG"]
+    after = _labelled(path, "ref")
+    assert len(after) == 16 and len(Campaign(path)) == 16
+    assert {k: after[k] for k in before} == before  # finished labels kept as they were
+    assert report.labelled == 16 - len(before)  # only the rest was labelled
+    new_calls = log.read_text().split("\n")[len(calls_before) // 2:]
+    xs_before = {f"{Campaign(path).db.get(id=i).positions[0, 0]:.8f}" for i in before}
+    assert not xs_before & {line.split()[1] for line in new_calls if line}  # nothing finished was relabelled
+    assert len({row.get("structure_hash") for row in Campaign(path).db.select()}) == 16
+    assert report.remaining == 0
+
+
+def test_poisoned_structure_fails_with_reason_while_the_rest_finish(tmp_path):
+    frames = ethanols(5)
+    bad = frames[0].copy()
+    bad.positions[3] = bad.positions[2]
+    camp = Campaign(tmp_path / "c.db")
+    camp.add(frames + [bad])
+    report = label(camp, "gfn2", progress=False)
+    assert report.labelled == 5 and report.failed == 1
+    [(row_id, records)] = camp.failures("gfn2")
+    assert len(records) == 1 and "overlapping atoms 2 and 3" in records[0]["error"]  # not retried: no SCF can fix it
+    assert len(camp.frames("gfn2")) == 5
+    again = label(camp, "gfn2", progress=False)  # given up: not tried again unless asked
+    assert again.labelled == again.failed == 0
+    assert camp.info()["levels"]["gfn2"]["failed"] == 1
+
+
+def test_failed_scf_is_recorded_retried_safer_once_then_skipped(tmp_path):
+    camp = Campaign(tmp_path / "c.db")
+    water = molecule("H2O")
+    camp.add(ethanols(3) + [molecule("CH4")])
+    report = label(camp, f"{HELPERS}:flaky", level="flaky", progress=False)
+    assert report.labelled == 4 and report.retried == 1 and report.failed == 0
+    [(row_id, records)] = camp.failures("flaky")
+    assert "did not converge" in records[0]["error"] and not records[0]["final"]
+    assert camp.db.get(id=row_id).data["label.flaky"]["safer"] is True
+
+    camp.add([water])
+    report = label(camp, f"{HELPERS}:picky", level="picky", progress=False)
+    assert report.labelled == 1 and report.failed == 4  # CH4 works; O-containing ones fail twice
+    for _, records in camp.failures("picky"):
+        assert [r["attempt"] for r in records] == [1, 2] and records[1]["safer"] and records[1]["final"]
+    info = camp.info()["levels"]["picky"]
+    assert info["failed"] == 4 and info["labelled"] == 1 and info["pending"] == 0
+
+
+def test_a_crashing_worker_fails_only_its_structure(tmp_path):
+    camp = Campaign(tmp_path / "c.db")
+    camp.add(ethanols(3) + [molecule("NH3")] + ethanols(2, seed=5))
+    report = label(camp, f"{HELPERS}:crashy", level="c", progress=False)
+    assert report.labelled == 5 and report.failed == 1
+    [(_, records)] = camp.failures("c")
+    assert all("worker process died" in r["error"] for r in records)
+
+
+def test_dask_and_local_pools_give_identical_results(tmp_path):
+    from distributed import Client, LocalCluster
+
+    frames = ethanols(8, seed=3)
+    results = {}
+    for mode in ("thread", "pool", "dask"):
+        camp = Campaign(tmp_path / f"{mode}.db")
+        camp.add(frames)
+        if mode == "dask":
+            with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+                report = label(camp, "gfn2", scheduler=client, progress=False)
+        else:
+            report = label(camp, "gfn2", workers=1 if mode == "thread" else 2, progress=False)
+        assert report.labelled == 8
+        results[mode] = camp.frames("gfn2")
+    for mode in ("pool", "dask"):
+        for a, b in zip(results["thread"], results[mode]):
+            assert a.energy == b.energy
+            np.testing.assert_array_equal(a.forces, b.forces)
+
+
+# ---------------------------------------------------------------- store, selection, data layer
+def test_read_campaign_round_trip_and_errors(tmp_path):
+    path = tmp_path / "c.db"
+    camp = Campaign(path)
+    frames = ethanols(3) + rattle(molecule("H2O"), n=2, config_type="water")
+    assert len(camp.add(frames)) == 5 and camp.add(frames) == []  # every structure once
+    label(camp, "gfn2", progress=False)
+    got = read_frames(path, level="gfn2")
+    assert [f.config_type for f in got] == ["md"] * 3 + ["water"] * 2
+    assert all(f.level == "gfn2" and f.forces.shape == (f.n_atoms, 3) for f in got)
+    np.testing.assert_allclose(got[3].positions, frames[3].positions)
+    assert read_frames(path)[0].energy == got[0].energy  # one level: no need to name it
+
+    label(camp, f"{HELPERS}:pair", level="pair", select=2, progress=False)
+    with pytest.raises(DataError, match="gfn2, pair"):
+        read_frames(path)
+    with pytest.raises(DataError, match="available levels: gfn2, pair"):
+        read_frames(path, level="dft")
+    assert len(read_frames(path, level="pair")) == 2  # unlabelled structures skipped
+    camp.register_level("empty", {"method": "x"})
+    with pytest.raises(DataError, match="no structure is labelled at level 'empty'"):
+        read_frames(path, level="empty")
+    with pytest.raises(DataError, match="other settings"):
+        label(camp, "gfn2", level="pair", progress=False)
+
+
+def test_select_resumes_the_same_subset_and_tops_up(tmp_path):
+    camp = Campaign(tmp_path / "c.db")
+    camp.add(ethanols(12, seed=2, stdev=0.1))
+    first = label(camp, f"{HELPERS}:pair", level="p", select=4, select_by="fps", progress=False)
+    assert first.labelled == 4
+    assert label(camp, f"{HELPERS}:pair", level="p", select=4, select_by="fps", progress=False).labelled == 0
+    assert label(camp, f"{HELPERS}:pair", level="p", select=6, progress=False).labelled == 2
+    assert camp.info()["levels"]["p"]["labelled"] == 6
+    with pytest.raises(DataError, match="not available yet"):
+        label(camp, "gfn2", select=3, select_by="uncertainty", progress=False)
+
+
+def test_farthest_point_selection_spreads_out():
+    base = molecule("H2O")
+    close = rattle(base, stdev=0.005, n=6, seed=1)
+    far = rattle(base, stdev=0.3, n=2, seed=2)
+    picked = select(close + far, 3, "fps", seed=0)
+    assert len(picked) == 3 and {6, 7} <= set(picked.tolist())
+    assert select(close, 10, "random").tolist() == list(range(6))
+
+
+# ---------------------------------------------------------------- samplers
+def test_samplers_return_tagged_structures():
+    md = sample_md("CCO", temperature=500, steps=40, every=10, seed=0)
+    assert len(md) == 4 and all(a.info["config_type"] == "md_500K" and a.calc is None for a in md)
+    assert not np.allclose(md[0].positions, md[1].positions)
+    assert np.allclose(md[1].get_center_of_mass(), md[0].get_center_of_mass(), atol=1e-6)
+    nm = sample_normal_modes(molecule("H2O"), temperature=300, n=3, seed=1)
+    assert len(nm) == 3 and nm[0].info["config_type"] == "nm_300K"
+    assert 0.001 < np.abs(nm[0].positions - nm[1].positions).max() < 0.5
+    again = sample_normal_modes(molecule("H2O"), temperature=300, n=3, seed=1)
+    np.testing.assert_allclose(again[2].positions, nm[2].positions)
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_sample_label_info_export(tmp_path):
+    db, xyz = tmp_path / "eth.db", tmp_path / "eth.xyz"
+    res, out = run_cli("sample", "--smiles", "CCO", "--temperature", "500", "--steps", "60", "--every", "20", "--out", db)
+    assert res.exit_code == 0, out
+    res, out = run_cli("sample", "--from", db, "--rattle", "0.05", "--n", "2", "--out", db)
+    assert res.exit_code == 0 and "added 6 structures" in out, out
+    res, out = run_cli("label", db, "--method", "gfn2", "--no-progress")
+    assert res.exit_code == 0 and "9 labelled" in out, out
+    res, out = run_cli("label", db, "--calculator", f"{HELPERS}:pair", "--level", "pair", "--select", "2", "--no-progress")
+    assert res.exit_code == 0 and "2 labelled" in out, out
+    res, out = run_cli("campaign-info", db)
+    assert res.exit_code == 0 and "9 structures" in out and "GFN2-xTB" in out and "pair" in out, out
+    res, out = run_cli("export-data", db, "--level", "gfn2", "--out", xyz)
+    assert res.exit_code == 0, out
+    frames = read_frames(xyz)
+    assert len(frames) == 9 and {f.config_type for f in frames} == {"md_500K", "rattle_0.05"}
+    assert frames[0].energy == pytest.approx(Campaign(db).frames("gfn2")[0].energy)
+
+
+def test_cli_labels_a_file_into_a_new_campaign(tmp_path):
+    import ase.io
+
+    xyz, db = tmp_path / "frames.xyz", tmp_path / "new.db"
+    ase.io.write(xyz, ethanols(3), format="extxyz")
+    for _ in range(2):  # the second run finds everything done: nothing duplicated
+        res, out = run_cli("label", xyz, "--method", "gfn2", "--out", db, "--no-progress")
+        assert res.exit_code == 0, out
+    assert len(Campaign(db)) == 3 and len(Campaign(db).frames("gfn2")) == 3
+
+
+@pytest.mark.parametrize("args, words", [
+    (["sample", "--smiles", "C1CC", "--out", "x.db"], "SMILES"),
+    (["sample", "--out", "x.db"], "--smiles"),
+    (["label", "missing.db"], "missing.db"),
+    (["label", "frames.xyz"], "--out"),
+    (["label", "garbage.xyz", "--out", "x.db"], "garbage.xyz"),
+    (["label", "c.db", "--method", "hartree"], "unknown method"),
+    (["label", "c.db", "--calculator", "no_such_module_q:make"], "no_such_module_q"),
+    (["label", "c.db", "--calculator", "nocolon"], "module:function"),
+    (["label", "c.db", "--method", "dft", "--basis", "nonsense-basis"], "basis"),
+    (["label", "c.db", "--select", "2", "--select-by", "uncertainty"], "not available yet"),
+    (["export-data", "c.db", "--level", "dft", "--out", "o.xyz"], "available levels"),
+])
+def test_cli_bad_input_is_one_clear_line_with_exit_code_2(tmp_path, monkeypatch, args, words):
+    import ase.io
+
+    monkeypatch.chdir(tmp_path)
+    ase.io.write("frames.xyz", ethanols(2), format="extxyz")
+    Path("garbage.xyz").write_text("this is not\na structure file\n")
+    Campaign("c.db").add(ethanols(2))
+    res, out = run_cli(*args)
+    assert res.exit_code == 2, out
+    assert words in out and "Traceback" not in out
+    assert "error" in out.lower()
+
+
+def test_every_option_is_documented_in_help():
+    for command in ("sample", "label", "export-data", "campaign-info"):
+        res, out = run_cli(command, "--help")
+        assert res.exit_code == 0
+        for param in typer.main.get_command(cli()).commands[command].params:
+            assert param.help, f"{command} {param.name} has no help"
