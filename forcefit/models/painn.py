@@ -22,17 +22,17 @@ def _norm(v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 class PaiNNMessage(nn.Module):
-    def __init__(self, features: int, num_basis: int):
+    def __init__(self, features: int):
         super().__init__()
         self.phi = nn.Sequential(nn.Linear(features, features), nn.SiLU(), nn.Linear(features, 3 * features))
-        self.filter = nn.Linear(num_basis, 3 * features)
         self.features = features
 
-    def forward(self, s, v, edge_index, unit, radial, envelope):
+    def forward(self, s, v, edge_index, unit, filters):
+        """``filters`` (E, 3F): this layer's radial filter, already multiplied by the cutoff envelope."""
         i, j = edge_index
-        x = self.phi(s)[j] * self.filter(radial) * envelope.unsqueeze(-1)
+        x = self.phi(s)[j] * filters
         x_s, x_vv, x_vs = torch.split(x, self.features, dim=-1)
-        dv = v[j] * x_vv.unsqueeze(1) + unit.unsqueeze(-1) * x_vs.unsqueeze(1)
+        dv = torch.addcmul(v[j] * x_vv.unsqueeze(1), unit.unsqueeze(-1), x_vs.unsqueeze(1))
         n = s.shape[0]
         return s + scatter_sum(x_s, i, n), v + scatter_sum(dv, i, n)
 
@@ -83,7 +83,9 @@ class PaiNN(nn.Module):
         self.embedding = nn.Embedding(num_species, features)
         self.radial = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialCutoff(cutoff)
-        self.messages = nn.ModuleList(PaiNNMessage(features, num_basis) for _ in range(num_layers))
+        # one linear map gives every layer's radial filter (a single matmul per step)
+        self.filters = nn.Linear(num_basis, num_layers * 3 * features)
+        self.messages = nn.ModuleList(PaiNNMessage(features) for _ in range(num_layers))
         self.updates = nn.ModuleList(PaiNNUpdate(features) for _ in range(num_layers))
         self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
         self.vector_heads = nn.ModuleDict({name: GatedVectorHead(features) for name in vector_heads})
@@ -101,9 +103,9 @@ class PaiNN(nn.Module):
             v = v + self.encode_l1(force_condition.unsqueeze(-1))
         r = edge_vec.norm(dim=-1)
         unit = edge_vec / r.unsqueeze(-1)
-        radial, envelope = self.radial(r), self.envelope(r)
-        for message, update in zip(self.messages, self.updates):
-            s, v = message(s, v, edge_index, unit, radial, envelope)
+        filters = (self.filters(self.radial(r)) * self.envelope(r).unsqueeze(-1)).chunk(len(self.messages), dim=-1)
+        for message, update, w in zip(self.messages, self.updates, filters):
+            s, v = message(s, v, edge_index, unit, w)
             s, v = update(s, v)
         return {
             "node_energy": self.readout(s).squeeze(-1),
