@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
-from .calculators import Structure
 
 SCHEMA = 1
 MAX_ATTEMPTS = 2  # the first try and one retry with safer settings
@@ -110,6 +109,11 @@ class Campaign:
         elif meta.get("schema", SCHEMA) > SCHEMA:
             raise DataError(f"campaign schema {meta['schema']} is newer than this forcefit understands ({SCHEMA})", file=self.path)
         self._session = False
+        from ase.db.sqlite import SQLite3Database
+
+        self._sqlite = local and type(self.db) is SQLite3Database
+        if self._sqlite:
+            self._index_row_ids()
 
     # ------------------------------------------------------------ connection handling
     def _enable_wal(self):
@@ -119,6 +123,18 @@ class Campaign:
             with sqlite3.connect(self.path) as con:
                 con.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error:  # e.g. a network filesystem: keep the default journal
+            pass
+
+    def _index_row_ids(self):
+        """Index the row id of ase.db's key tables: updating a row deletes its keys by id, which
+        without an index scans every key of the campaign (O(N) per label)."""
+        import sqlite3
+
+        try:
+            with sqlite3.connect(self.path, timeout=20) as con:
+                for table in ("keys", "text_key_values", "number_key_values", "species"):
+                    con.execute(f"CREATE INDEX IF NOT EXISTS forcefit_{table}_id ON {table}(id)")
+        except sqlite3.Error:  # read-only file: labelling will fail later with a clear message
             pass
 
     @contextmanager
@@ -138,13 +154,40 @@ class Campaign:
                 self._session = False
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, commit: bool = True):
         if self._session:
             yield
-            self.db.connection.commit()
+            if commit:
+                self.db.connection.commit()
         else:
             with self.db:
                 yield
+
+    def commit(self) -> None:
+        """Commit writes made with ``commit=False`` inside a session."""
+        if self._session:
+            self.db.connection.commit()
+
+    def _modify(self, row_id: int, kvp: dict, data: dict) -> None:
+        """Add key-value pairs and top-level data entries to a row (ase.db's update, minus its full row read).
+
+        In a SQLite session only the two columns that change are read back;
+        elsewhere ``db.update`` does the same read-modify-write.
+        """
+        from ase.db.core import check
+
+        check(kvp)
+        if not (self._sqlite and self._session):
+            self.db.update(int(row_id), data=data, **kvp)
+            return
+        old_kvp, old_data = self.db.connection.execute(
+            "SELECT key_value_pairs, data FROM systems WHERE id=?", (int(row_id),)).fetchone()
+        new_kvp = self.db.decode(old_kvp) if old_kvp else {}
+        new_kvp.update(kvp)
+        new_data = self.db.decode(old_data) if old_data not in (None, "null", b"null") else {}
+        new_data = dict(new_data or {})
+        new_data.update(data)
+        self.db._update(int(row_id), new_kvp, new_data)
 
     # ------------------------------------------------------------ structures
     def __len__(self) -> int:
@@ -191,9 +234,11 @@ class Campaign:
 
     def structures(self, ids=None) -> list:
         """(row id, Atoms) for all structures, or for the given ids, in id order."""
-        rows = self.db.select() if ids is None else (self.db.get(id=int(i)) for i in ids)
+        wanted = None if ids is None else {int(i) for i in ids}
         out = []
-        for row in rows:
+        for row in self.db.select():
+            if wanted is not None and row.id not in wanted:
+                continue
             atoms = row.toatoms()
             atoms.info["config_type"] = row.get("config_type", "default")
             out.append((row.id, atoms))
@@ -247,22 +292,18 @@ class Campaign:
             for i in ids:
                 self.db.update(int(i), **{f"sel_{level}": 1})
 
-    def task_structure(self, row_id: int) -> Structure:
-        return Structure.from_atoms(self.db.get(id=int(row_id)).toatoms())
-
     # ------------------------------------------------------------ results
     def write_label(self, row_id: int, level: str, label: dict, cpu_seconds: float, wall_seconds: float,
-                    attempt: int, safer: bool, host: str | None = None) -> None:
-        """Store one finished label and commit it."""
+                    attempt: int, safer: bool, host: str | None = None, commit: bool = True) -> None:
+        """Store one finished label and commit it (``commit=False``: the caller commits a batch)."""
         record = {k: np.asarray(v) if k != "energy" else float(v) for k, v in label.items()}
         record.update(cpu_seconds=float(cpu_seconds), wall_seconds=float(wall_seconds), attempt=int(attempt),
                       safer=bool(safer), host=host or socket.gethostname(), time=time.time())
-        with self._transaction():
-            self.db.update(int(row_id), data={f"label.{level}": record},
-                           **{f"has_{level}": 1, f"cost_{level}": float(cpu_seconds)})
+        with self._transaction(commit):
+            self._modify(row_id, {f"has_{level}": 1, f"cost_{level}": float(cpu_seconds)}, {f"label.{level}": record})
 
     def write_failure(self, row_id: int, level: str, error: str, attempt: int, final: bool,
-                      cpu_seconds: float = 0.0, safer: bool = False, host: str | None = None) -> int:
+                      cpu_seconds: float = 0.0, safer: bool = False, host: str | None = None, commit: bool = True) -> int:
         """Record a failed attempt (with its error text) and commit; returns the new failed-attempt count."""
         row = self.db.get(id=int(row_id))
         failures = list(row.data.get(f"failures.{level}", []))
@@ -270,8 +311,8 @@ class Campaign:
                          "cpu_seconds": float(cpu_seconds), "host": host or socket.gethostname(), "time": time.time()})
         count = MAX_ATTEMPTS if final else int(row.get(f"failed_{level}", 0)) + 1
         count = max(count, int(row.get(f"failed_{level}", 0)) + 1)
-        with self._transaction():
-            self.db.update(int(row_id), data={f"failures.{level}": failures}, **{f"failed_{level}": count})
+        with self._transaction(commit):
+            self._modify(row_id, {f"failed_{level}": count}, {f"failures.{level}": failures})
         return count
 
     def failures(self, level: str) -> list[tuple[int, list[dict]]]:

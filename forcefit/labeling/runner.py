@@ -59,13 +59,16 @@ class _ThreadExecutor:
     def submit(self, key, tasks):
         self.inbox.put((key, tasks))
 
-    def get(self):
+    def get(self, block: bool = True):
+        """The next result; None if ``block`` is false and none is ready."""
         import queue
 
         while True:  # a timeout keeps Ctrl-C responsive
             try:
-                key, i, out = self.outbox.get(timeout=0.2)
+                key, i, out = self.outbox.get(timeout=0.2) if block else self.outbox.get_nowait()
             except queue.Empty:
+                if not block:
+                    return None
                 continue
             if isinstance(out, BaseException):
                 raise out
@@ -111,13 +114,15 @@ class _ProcessExecutor:
         except OSError:  # it died since we last heard from it
             self._died(w)
 
-    def get(self):
+    def get(self, block: bool = True):
         from multiprocessing.connection import wait
 
         while True:
             if self.backlog:
                 return self.backlog.popleft()
-            ready = wait([w["conn"] for w in self.workers], timeout=0.5)
+            ready = wait([w["conn"] for w in self.workers], timeout=0.5 if block else 0)
+            if not ready and not block:
+                return None
             for conn in ready:
                 w = next((w for w in self.workers if w["conn"] is conn), None)
                 if w is None:
@@ -198,8 +203,10 @@ class _DaskExecutor:
         self.keys[fut.key] = (key, tasks)
         self.ac.add(fut)
 
-    def get(self):
+    def get(self, block: bool = True):
         while not self.backlog:
+            if not block and not self.ac.has_ready():
+                return None
             fut = next(self.ac)
             key, tasks = self.keys.pop(fut.key)
             try:
@@ -368,10 +375,15 @@ def label(
         chunk = max(1, chunk // 2)
         slots = 2 * max(1, sum(executor.client.nthreads().values()))
     elif workers == 1 and m.in_process:
-        executor, chunk, slots = _ThreadExecutor(m), 1, 4
+        executor, chunk, slots = _ThreadExecutor(m), 1, 64
     else:
         executor, slots = _ProcessExecutor(m, workers, n_threads), 2 * workers
 
+    switch = sys.getswitchinterval()
+    if isinstance(executor, _ThreadExecutor):
+        # the SCF runs outside the GIL; hand the GIL over promptly when it returns, or the
+        # writing main thread holds it for up to 5 ms each time (the default interval)
+        sys.setswitchinterval(1e-4)
     total, done, counter = len(tasks), 0, 0
     bar = _Progress(progress, total, f"{level}: {m.describe()}")
     in_flight: dict = {}
@@ -383,32 +395,40 @@ def label(
                     counter += 1
                     in_flight[(counter,)] = len(batch)
                     executor.submit((counter,), batch)
-                key, i, out = executor.get()
-                if i is None:
-                    in_flight.pop(key, None)
-                    continue
-                if out.requeue:
-                    tasks.appendleft(Task(out.row_id, by_id[out.row_id], out.attempt, out.safer))
-                    continue
-                report.cpu_seconds += out.cpu_seconds
-                if out.label is not None:
-                    camp.write_label(out.row_id, level, out.label, out.cpu_seconds, out.wall_seconds,
-                                     out.attempt, out.safer, out.host)
-                    report.labelled += 1
-                    done += 1
-                else:
-                    final = (not out.retryable) or out.attempt >= MAX_ATTEMPTS
-                    camp.write_failure(out.row_id, level, out.error, out.attempt, final, out.cpu_seconds,
-                                       out.safer, out.host)
-                    report.errors.append((out.row_id, out.error))
-                    if final:
-                        report.failed += 1
+                batch = [executor.get()]
+                while len(batch) < 256:  # results that are already waiting share one commit
+                    more = executor.get(block=False)
+                    if more is None:
+                        break
+                    batch.append(more)
+                for key, i, out in batch:
+                    if i is None:
+                        in_flight.pop(key, None)
+                        continue
+                    if out.requeue:
+                        tasks.appendleft(Task(out.row_id, by_id[out.row_id], out.attempt, out.safer))
+                        continue
+                    report.cpu_seconds += out.cpu_seconds
+                    if out.label is not None:
+                        camp.write_label(out.row_id, level, out.label, out.cpu_seconds, out.wall_seconds,
+                                         out.attempt, out.safer, out.host, commit=False)
+                        report.labelled += 1
                         done += 1
                     else:
-                        report.retried += 1
-                        tasks.appendleft(Task(out.row_id, by_id[out.row_id], out.attempt + 1, True))
+                        final = (not out.retryable) or out.attempt >= MAX_ATTEMPTS
+                        camp.write_failure(out.row_id, level, out.error, out.attempt, final, out.cpu_seconds,
+                                           out.safer, out.host, commit=False)
+                        report.errors.append((out.row_id, out.error))
+                        if final:
+                            report.failed += 1
+                            done += 1
+                        else:
+                            report.retried += 1
+                            tasks.appendleft(Task(out.row_id, by_id[out.row_id], out.attempt + 1, True))
+                camp.commit()
                 bar.advance(done, total, report.failed)
     finally:
+        sys.setswitchinterval(switch)
         executor.close()
         bar.close()
         report.seconds = time.perf_counter() - t0
