@@ -5,7 +5,7 @@ import importlib
 
 BACKBONES: dict[str, str] = {
     "painn": "forcefit.models.painn:PaiNN",
-    # higher-order e3nn backbone registers itself here
+    "equivariant-ace": "forcefit.models.equivariant_ace:EquivariantACE",
 }
 
 

@@ -1,0 +1,307 @@
+"""Higher-order equivariant backbone: message passing with an ACE many-body product (MACE-style).
+
+Why this design: MACE showed that two message-passing layers whose node update
+is an element-dependent *polynomial* of the aggregated neighbour density A
+(products of A with itself up to correlation order ν, so body order ν + 1 per
+layer) match deeper two-body models at a fraction of the cost. This module
+reimplements that idea for small molecules on a CPU, where a 9-atom pass is
+dominated by how many kernels (and autograd nodes) are launched, not by
+arithmetic:
+
+- Node features are ``C x 0e + C x 1o + C x 2e (+ C x 3o)`` (degrees
+  0..l_max, parity (−1)^l), one ``(D, N, C)`` tensor, D = (l_max+1)²
+  (layout and primitives in ``irreps_ops.py``).
+- Messages: ``A_i = (1/avg_nbrs) Σ_j Σ_paths R_p(r_ij) · CG_p(W h_j ⊗ Y(r̂_ij))``
+  with one radial weight per (path, channel) from an MLP on a Bessel basis,
+  times a smooth polynomial cutoff (``radial.py``): an e3nn ``uvu`` product.
+- Many-body product, Horner-style like MACE's symmetric contraction:
+  ``X ← Σ_p w_p[z]·CG_p(X ⊗ A) + u[z]⊙X`` repeated ν − 1 times from X = A,
+  with element-dependent weights: all products of A up to degree ν.
+- ``h ← W·B + W'·h`` (residual), optionally a gate nonlinearity.
+- Energy: a linear readout of the scalars after each layer, an MLP after the last.
+
+Exact O(3) equivariance: only parity-preserving CG paths are used and the edge
+harmonics have parity (−1)^l, so rotations *and* reflections commute with the
+model (tests/test_equivariant_ace.py checks both, in float64).
+
+Seams (same as every backbone, see ``base.py``):
+- ``force_condition`` (N, 3): embedded at every degree 0..l_max with
+  ``encode_vector`` and added to the initial node features through one
+  learnable linear map per degree (no bias: zero rows add exactly nothing).
+  ``None`` takes a cheaper first layer that knows its input is scalars only.
+- ``vector_heads``: per-atom 1o outputs read from the last layer's l = 1
+  features through a gated linear readout, returned in Cartesian (x, y, z)
+  (the l = 1 → xyz map is read from e3nn, whose l = 1 order changed in 0.6).
+
+Speed (measurements in benchmarks/NOTES.md): all CG paths of a product are
+one dense tensor; the radial MLP is shared by the layers (one output matmul
+for all layers, weights expanded per CG column on the parameter, not per
+edge); the first layer skips its input linear (a reparametrisation of the
+embedding) and, without a condition, the l1 > 0 paths; the last layer only
+computes the degrees something reads (l = 0, or l ≤ 1 with vector heads).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from .base import encode_vector
+from .irreps_ops import (
+    ChannelwiseTensorProduct,
+    DegreewiseLinear,
+    SphericalHarmonicsPolynomial,
+    degree_of_component,
+    num_components,
+)
+from .radial import BesselBasis, PolynomialCutoff
+
+
+class ManyBodyProduct(nn.Module):
+    """Element-dependent polynomial of A up to degree ``correlation`` (MACE's symmetric contraction, Horner form).
+
+    X ← Σ_p w_p[z]·CG_p(X ⊗ A) + u[z]⊙X, ν − 1 times from X = A: correlation ν
+    costs ν − 1 products instead of enumerating every ν-fold coupling. The
+    u⊙X term rides in the same product as a path with a constant operand row,
+    so each step is one outer product, two matmuls and one weight product.
+    The first step couples A with itself, so only paths with l1 ≤ l2 are kept.
+    Only the last step is cut to the output degrees.
+    """
+
+    def __init__(self, num_species: int, channels: int, l_max: int, l_out_max: int, correlation: int):
+        super().__init__()
+        if correlation < 1:
+            raise ValueError(f"correlation must be ≥ 1, got {correlation}")
+        self.correlation, self.d_out = correlation, num_components(l_out_max)
+        self.products = nn.ModuleList()
+        self.weights = nn.ParameterList()
+        for k in range(correlation - 1):
+            last = k == correlation - 2
+            tp = ChannelwiseTensorProduct(l_max, l_max, l_out_max if last else l_max, symmetric=k == 0, with_constant=True)
+            self.products.append(tp)
+            self.register_buffer(f"column_index_{k}", tp.path_of_column, persistent=False)
+            # (P, species, C); init: unit weight on the constant (linear) paths, small on the products
+            w = torch.randn(tp.num_paths, num_species, channels) / math.sqrt(tp.num_paths)
+            for p, path in enumerate(tp.paths):
+                if path[1] < 0:
+                    w[p] = 1.0
+            self.weights.append(nn.Parameter(w))
+
+    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """a (D, N, C) → (D_out, N, C)."""
+        if self.correlation == 1:
+            return a[: self.d_out]
+        y = torch.cat([a, torch.ones_like(a[:1])])  # A with the constant row
+        x = a
+        for k, (tp, w) in enumerate(zip(self.products, self.weights)):
+            wq = w.index_select(0, getattr(self, f"column_index_{k}")).index_select(1, species)  # (Q, N, C)
+            x = tp(x, y, wq)
+        return x
+
+
+class InteractionLayer(nn.Module):
+    """One message-passing layer: equivariant messages, neighbour sum, many-body product, residual."""
+
+    def __init__(
+        self,
+        num_species: int,
+        channels: int,
+        l_max: int,
+        l_out_max: int,
+        correlation: int,
+        avg_num_neighbors: float,
+        gate: bool,
+        first: bool,
+    ):
+        super().__init__()
+        self.l_max, self.l_out_max, self.channels, self.first = l_max, l_out_max, channels, first
+        self.d, self.d_out = num_components(l_max), num_components(l_out_max)
+        # first layer: a linear map of the embedding (+ condition) is just another embedding: skip it
+        self.linear_up = None if first else DegreewiseLinear(l_max, channels, channels)
+        self.message = ChannelwiseTensorProduct(l_max, l_max, l_max, output_scale=1.0 / float(avg_num_neighbors))
+        self.linear_a = DegreewiseLinear(l_max, channels, channels)
+        self.product = ManyBodyProduct(num_species, channels, l_max, l_out_max, correlation)
+        self.linear_out = DegreewiseLinear(l_out_max, channels, channels)
+        self.self_connection = DegreewiseLinear(l_out_max, channels, channels)
+        self.gate = gate and l_out_max > 0
+        if self.gate:
+            self.gate_linear = nn.Linear(channels, channels * l_out_max)
+            index = (degree_of_component(l_out_max)[1:] - 1).unsqueeze(-1) * channels + torch.arange(channels)
+            self.register_buffer("gate_index", index.reshape(-1), persistent=False)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        species: torch.Tensor,
+        sh: torch.Tensor,
+        radial: torch.Tensor,
+        centre: torch.Tensor,
+        neighbour: torch.Tensor,
+    ) -> torch.Tensor:
+        """h (D, N, C), or (N, C) scalars in a first layer without condition; radial (E, Q, C) → (D_out, N, C)."""
+        scalars_only = h.dim() == 2
+        n = h.shape[-2]
+        if scalars_only:
+            msg = self.message.edge_scalar(h.index_select(0, neighbour), sh, radial)
+        else:
+            x = h if self.linear_up is None else self.linear_up(h)
+            msg = self.message.edge(x.transpose(0, 1).index_select(0, neighbour), sh, radial)
+        a = torch.zeros(n, self.d, self.channels, dtype=msg.dtype, device=msg.device).index_add_(0, centre, msg)
+        a = self.linear_a(a.transpose(0, 1))
+        out = self.linear_out(self.product(a, species))
+        if scalars_only:
+            sc = self.self_connection(h.unsqueeze(0))
+            out = torch.cat([out[:1] + sc, out[1:]])
+        else:
+            out = out + self.self_connection(h[: self.d_out])
+        if self.gate:
+            s = out[0]
+            g = torch.sigmoid(self.gate_linear(s)).index_select(-1, self.gate_index).view(n, self.d_out - 1, self.channels)
+            out = torch.cat([torch.nn.functional.silu(s).unsqueeze(0), out[1:] * g.transpose(0, 1)])
+        return out
+
+
+class EquivariantACE(nn.Module):
+    """MACE-style O(3)-equivariant many-body message-passing backbone (registry key ``equivariant-ace``).
+
+    Args:
+        num_species: number of species indices (0..num_species-1).
+        cutoff: radial cutoff in Å (messages vanish smoothly there).
+        vector_heads: names of extra per-atom 1o outputs ("forces" = direct forces).
+        channels: multiplicity C of every degree (features C x 0e + C x 1o + ...).
+        l_max: highest degree of features and edge harmonics (2 default, 3 supported).
+        num_layers: message-passing layers (2: receptive field 2 × cutoff).
+        correlation: degree ν of the many-body product per layer (body order ν + 1).
+        num_bessel: radial basis size.
+        radial_hidden: width of the radial MLP (two hidden layers, SiLU).
+        cutoff_p: exponent of the polynomial cutoff envelope.
+        avg_num_neighbors: divisor of the neighbour sum (keeps A of order one).
+        readout_hidden: width of the MLP that reads the energy after the last layer.
+        gate: gate nonlinearity after each layer (SiLU on scalars, sigmoid gates on l > 0);
+            off by default, as in MACE (the product is the nonlinearity).
+    """
+
+    def __init__(
+        self,
+        num_species: int,
+        cutoff: float = 5.0,
+        vector_heads: tuple[str, ...] = (),
+        channels: int = 32,
+        l_max: int = 2,
+        num_layers: int = 2,
+        correlation: int = 3,
+        num_bessel: int = 8,
+        radial_hidden: int = 64,
+        cutoff_p: int = 6,
+        avg_num_neighbors: float = 8.0,
+        readout_hidden: int = 16,
+        gate: bool = False,
+    ):
+        super().__init__()
+        if l_max < 1:
+            raise ValueError(f"l_max must be ≥ 1 (got {l_max})")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be ≥ 1 (got {num_layers})")
+        self.num_species, self.cutoff, self.l_max = int(num_species), float(cutoff), int(l_max)
+        self.channels, self.num_layers = int(channels), int(num_layers)
+        self.vector_heads = tuple(vector_heads)
+        self.register_buffer("degree", degree_of_component(l_max), persistent=False)
+
+        self.embedding = nn.Embedding(num_species, channels)
+        self.condition_weights = nn.Parameter(torch.randn(l_max + 1, channels))  # one 1 → C linear map per degree
+
+        self.spherical_harmonics = SphericalHarmonicsPolynomial(l_max)
+        self.bessel = BesselBasis(cutoff, num_bessel)
+        self.envelope = PolynomialCutoff(cutoff, cutoff_p)
+
+        last_l = 1 if self.vector_heads else 0
+        self.layers = nn.ModuleList(
+            InteractionLayer(
+                num_species, channels, l_max, l_max if k < num_layers - 1 else last_l,
+                correlation, avg_num_neighbors, gate, first=k == 0,
+            )
+            for k in range(num_layers)
+        )
+        self.num_paths = self.layers[0].message.num_paths
+        # one radial trunk for all layers; its last matmul produces every layer's weights at once
+        self.radial_trunk = nn.Sequential(
+            nn.Linear(num_bessel, radial_hidden), nn.SiLU(), nn.Linear(radial_hidden, radial_hidden), nn.SiLU()
+        )
+        # (H, layers·P·C), no bias: the envelope multiplies the hidden layer, so all weights vanish at the cutoff
+        self.radial_out = nn.Parameter(torch.randn(radial_hidden, num_layers * self.num_paths * channels) / math.sqrt(radial_hidden))
+        self.register_buffer("radial_index", self._radial_index(scalar_first_layer=False), persistent=False)
+        self.register_buffer("radial_index_scalar", self._radial_index(scalar_first_layer=True), persistent=False)
+
+        self.readouts = nn.ModuleList(nn.Linear(channels, 1, bias=False) for _ in range(num_layers - 1))
+        self.readout_mlp = nn.Sequential(nn.Linear(channels, readout_hidden), nn.SiLU(), nn.Linear(readout_hidden, 1))
+        if self.vector_heads:
+            heads = len(self.vector_heads)
+            self.vector_gate = nn.Linear(channels, heads * channels)
+            self.vector_weights = nn.Parameter(torch.randn(heads, channels) / math.sqrt(channels))
+            # e3nn's l = 1 basis is (y, z, x) up to 0.5 and (x, y, z) from 0.6: ask e3nn instead of assuming.
+            # Y_1(v) = v @ B with B orthogonal, so Cartesian = (l = 1 vector) @ Bᵀ.
+            basis = o3.spherical_harmonics(1, torch.eye(3, dtype=torch.float64), normalize=False, normalization="norm")
+            self.register_buffer("l1_to_xyz", basis.T.contiguous().to(torch.get_default_dtype()), persistent=False)
+
+    # ----------------------------------------------------------------------------------------------
+    def _radial_index(self, scalar_first_layer: bool) -> torch.Tensor:
+        """Gather index: radial_out's (layer, path, channel) columns → (layer, CG column, channel)."""
+        parts = []
+        for k, layer in enumerate(self.layers):
+            tp = layer.message
+            index = tp.column_index(self.channels).view(tp.num_columns, self.channels)
+            if k == 0 and scalar_first_layer:
+                index = index[tp.scalar_columns]
+            parts.append(index.reshape(-1) + k * self.num_paths * self.channels)
+        return torch.cat(parts)
+
+    def radial_weights(self, r: torch.Tensor, scalar_first_layer: bool) -> list[torch.Tensor]:
+        """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), expanded to the CG columns."""
+        hidden = self.radial_trunk(self.bessel(r)) * self.envelope(r).unsqueeze(-1)
+        index = self.radial_index_scalar if scalar_first_layer else self.radial_index
+        weights = torch.matmul(hidden, self.radial_out.index_select(1, index))
+        columns = [layer.message.num_columns for layer in self.layers]
+        if scalar_first_layer:
+            columns[0] = self.layers[0].message.d3
+        parts = torch.split(weights, [q * self.channels for q in columns], dim=-1)
+        return [w.view(len(r), q, self.channels) for w, q in zip(parts, columns)]
+
+    def initial_features(self, species: torch.Tensor, force_condition: torch.Tensor | None) -> torch.Tensor:
+        """(D, N, C) features, or (N, C) scalars when there is no condition."""
+        h = self.embedding(species)
+        if force_condition is None:
+            return h
+        enc = torch.cat(encode_vector(force_condition.to(h.dtype), self.l_max), dim=-1)  # (N, D)
+        cond = enc.T.unsqueeze(-1) * self.condition_weights.index_select(0, self.degree).unsqueeze(1)  # (D, N, C)
+        return torch.cat([cond[:1] + h.unsqueeze(0), cond[1:]])
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vec: torch.Tensor,
+        force_condition: torch.Tensor | None = None,
+    ) -> dict:
+        centre, neighbour = edge_index[0], edge_index[1]
+        r = torch.linalg.vector_norm(edge_vec, dim=-1)
+        sh = self.spherical_harmonics(edge_vec / r.unsqueeze(-1))
+        h = self.initial_features(species, force_condition)
+        radial = self.radial_weights(r, scalar_first_layer=h.dim() == 2)
+
+        node_energy = None
+        for k, layer in enumerate(self.layers):
+            h = layer(h, species, sh, radial[k], centre, neighbour)
+            readout = self.readouts[k] if k < self.num_layers - 1 else self.readout_mlp
+            e = readout(h[0]).squeeze(-1)
+            node_energy = e if node_energy is None else node_energy + e
+
+        vectors = {}
+        if self.vector_heads:
+            n = h.shape[1]
+            gates = torch.sigmoid(self.vector_gate(h[0])).view(n, len(self.vector_heads), self.channels)
+            v = torch.einsum("mnc,nhc,hc->nhm", h[1:4], gates, self.vector_weights)  # (N, heads, 3), e3nn l = 1 basis
+            v = v @ self.l1_to_xyz
+            vectors = {name: v[:, k] for k, name in enumerate(self.vector_heads)}
+        return {"node_energy": node_energy, "vectors": vectors}

@@ -1,0 +1,244 @@
+"""The higher-order backbone (equivariant-ace): exact O(3)/translation/permutation symmetry, forces, seams.
+
+Everything in float64 on small random molecules built here. Rotations are
+random proper rotations and their products with the inversion (reflections);
+forces, vector heads and the DeNS condition are polar vectors (1o), so under
+x → Q x (det Q = ±1) they all map to Q v, the energy stays put.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from e3nn import o3
+
+from forcefit.models.equivariant_ace import EquivariantACE
+from forcefit.models.registry import backbone_class
+
+TOL = 1e-6  # absolute, float64; observed errors are ~1e-14
+
+
+def molecule(n: int = 7, num_species: int = 3, seed: int = 0, spread: float = 1.3):
+    """Random positions with no two atoms closer than 0.7 Å, random species."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        pos = torch.randn(n, 3, generator=g, dtype=torch.float64) * spread
+        d = torch.cdist(pos, pos) + 10 * torch.eye(n, dtype=torch.float64)
+        if d.min() > 0.7:
+            break
+    species = torch.randint(0, num_species, (n,), generator=g)
+    return pos, species
+
+
+def full_graph(pos: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """All ordered pairs (i, j), i ≠ j, closer than the cutoff; rows (centre, neighbour)."""
+    d = torch.cdist(pos, pos)
+    i, j = torch.nonzero((d < cutoff) & ~torch.eye(len(pos), dtype=torch.bool), as_tuple=True)
+    return torch.stack([i, j])
+
+
+def evaluate(model, pos, species, edge_index, condition=None):
+    """Energy, conservative forces (−dE/dx through edge_vec) and vector heads."""
+    pos = pos.clone().requires_grad_(True)
+    edge_vec = pos[edge_index[1]] - pos[edge_index[0]]
+    out = model(species, edge_index, edge_vec, condition)
+    energy = out["node_energy"].sum()
+    forces = -torch.autograd.grad(energy, pos)[0]
+    return energy.detach(), forces, {k: v.detach() for k, v in out["vectors"].items()}
+
+
+def make(**kwargs):
+    torch.manual_seed(kwargs.pop("seed", 0))
+    kwargs.setdefault("vector_heads", ("forces", "noise"))
+    model = EquivariantACE(num_species=3, **kwargs).double()
+    # non-trivial embedding scale so that all paths carry signal
+    return model
+
+
+def random_orthogonal(seed: int, improper: bool) -> torch.Tensor:
+    torch.manual_seed(seed)
+    q = o3.rand_matrix(dtype=torch.float64)
+    return -q if improper else q
+
+
+CONFIGS = [
+    dict(),  # defaults: l_max=2, correlation=3, two layers
+    dict(l_max=3, channels=8),
+    dict(correlation=2, gate=True, num_layers=3, channels=8),
+    dict(correlation=1, channels=8),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "corr2-gate-3layers", "corr1"])
+@pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
+def test_o3_equivariance(config, with_condition):
+    model = make(**config)
+    pos, species = molecule()
+    edges = full_graph(pos, model.cutoff)
+    cond = torch.randn(len(pos), 3, dtype=torch.float64) if with_condition else None
+    if cond is not None:
+        cond[0] = 0.0  # a row without condition alongside conditioned ones
+    e, f, v = evaluate(model, pos, species, edges, cond)
+    assert f.abs().max() > 1e-4 and all(x.abs().max() > 1e-6 for x in v.values())
+    for seed, improper in [(1, False), (2, True), (3, True)]:
+        q = random_orthogonal(seed, improper)
+        e2, f2, v2 = evaluate(model, pos @ q.T, species, edges, None if cond is None else cond @ q.T)
+        assert torch.allclose(e2, e, atol=TOL, rtol=0)
+        assert torch.allclose(f2, f @ q.T, atol=TOL, rtol=0)
+        for name in v:
+            assert torch.allclose(v2[name], v[name] @ q.T, atol=TOL, rtol=0), name
+
+
+def test_translation_invariance():
+    model = make()
+    pos, species = molecule(seed=4)
+    edges = full_graph(pos, model.cutoff)
+    cond = torch.randn(len(pos), 3, dtype=torch.float64)
+    e, f, v = evaluate(model, pos, species, edges, cond)
+    e2, f2, v2 = evaluate(model, pos + torch.tensor([3.0, -1.5, 7.25], dtype=torch.float64), species, edges, cond)
+    assert torch.allclose(e2, e, atol=TOL, rtol=0)
+    assert torch.allclose(f2, f, atol=TOL, rtol=0)
+    for name in v:
+        assert torch.allclose(v2[name], v[name], atol=TOL, rtol=0)
+
+
+def test_permutation_equivariance():
+    model = make()
+    pos, species = molecule(n=8, seed=5)
+    edges = full_graph(pos, model.cutoff)
+    cond = torch.randn(len(pos), 3, dtype=torch.float64)
+    e, f, v = evaluate(model, pos, species, edges, cond)
+    perm = torch.randperm(len(pos), generator=torch.Generator().manual_seed(1))
+    inverse = torch.argsort(perm)  # new index of old atom k is inverse[k]
+    edge_perm = torch.randperm(edges.shape[1], generator=torch.Generator().manual_seed(2))
+    edges2 = inverse[edges][:, edge_perm]  # relabelled and shuffled edge list
+    e2, f2, v2 = evaluate(model, pos[perm], species[perm], edges2, cond[perm])
+    assert torch.allclose(e2, e, atol=TOL, rtol=0)
+    assert torch.allclose(f2, f[perm], atol=TOL, rtol=0)
+    for name in v:
+        assert torch.allclose(v2[name], v[name][perm], atol=TOL, rtol=0)
+
+
+def test_batch_of_two_molecules_is_the_sum_of_each():
+    """Disjoint graphs do not talk to each other (what a flat batch relies on)."""
+    model = make()
+    (pa, sa), (pb, sb) = molecule(n=5, seed=6), molecule(n=6, seed=7)
+    ea, eb = full_graph(pa, model.cutoff), full_graph(pb, model.cutoff)
+    e_a, f_a, _ = evaluate(model, pa, sa, ea)
+    e_b, f_b, _ = evaluate(model, pb, sb, eb)
+    pos = torch.cat([pa, pb + 100.0])
+    e, f, _ = evaluate(model, pos, torch.cat([sa, sb]), torch.cat([ea, eb + len(pa)], dim=1))
+    assert torch.allclose(e, e_a + e_b, atol=TOL, rtol=0)
+    assert torch.allclose(f, torch.cat([f_a, f_b]), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
+def test_forces_match_finite_differences(with_condition):
+    model = make(channels=16)
+    pos, species = molecule(n=6, seed=8)
+    edges = full_graph(pos, model.cutoff)
+    cond = torch.randn(len(pos), 3, dtype=torch.float64) if with_condition else None
+    _, forces, _ = evaluate(model, pos, species, edges, cond)
+    h = 1e-5
+    numeric = torch.zeros_like(pos)
+    with torch.no_grad():
+        for a in range(len(pos)):
+            for k in range(3):
+                shifted = []
+                for sign in (1, -1):
+                    p = pos.clone()
+                    p[a, k] += sign * h
+                    shifted.append(model(species, edges, p[edges[1]] - p[edges[0]], cond)["node_energy"].sum())
+                numeric[a, k] = -(shifted[0] - shifted[1]) / (2 * h)
+    assert torch.allclose(forces, numeric, atol=1e-7, rtol=1e-6)
+
+
+def test_zero_condition_equals_no_condition():
+    model = make()
+    pos, species = molecule(seed=9)
+    edges = full_graph(pos, model.cutoff)
+    e0, f0, v0 = evaluate(model, pos, species, edges, None)
+    e1, f1, v1 = evaluate(model, pos, species, edges, torch.zeros(len(pos), 3, dtype=torch.float64))
+    assert torch.allclose(e1, e0, atol=1e-12, rtol=0)
+    assert torch.allclose(f1, f0, atol=1e-12, rtol=0)
+    for name in v0:
+        assert torch.allclose(v1[name], v0[name], atol=1e-12, rtol=0)
+    # a nonzero condition does change the outputs (the seam is wired), per atom
+    cond = torch.zeros(len(pos), 3, dtype=torch.float64)
+    cond[2] = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
+    e2, _, v2 = evaluate(model, pos, species, edges, cond)
+    assert (e2 - e0).abs() > 1e-8
+    assert (v2["noise"] - v0["noise"]).abs().max() > 1e-8
+
+
+def test_smooth_cutoff():
+    """An atom entering the cutoff sphere changes energy and forces continuously (no jump)."""
+    model = make()
+    pos, species = molecule(n=4, seed=10, spread=0.8)
+    direction = torch.nn.functional.normalize(torch.tensor([1.0, 0.3, -0.2], dtype=torch.float64), dim=0)
+    k = int(torch.argmax(pos @ direction))
+    # every existing atom is at least cutoff − 1e-4 away from the new one (atom k exactly that)
+    new = pos[k] + direction * (model.cutoff - 1e-4)
+    pos5 = torch.cat([pos, new.unsqueeze(0)])
+    species5 = torch.cat([species, torch.tensor([1])])
+    edges = full_graph(pos5, model.cutoff)
+    keep = (edges < 4).all(dim=0)
+    assert keep.sum() < edges.shape[1]  # the new atom has at least one neighbour inside the cutoff
+    e_in, f_in, _ = evaluate(model, pos5, species5, edges)
+    e_out, f_out, _ = evaluate(model, pos5, species5, edges[:, keep])
+    assert torch.allclose(e_in, e_out, atol=1e-9, rtol=0)
+    assert torch.allclose(f_in, f_out, atol=1e-7, rtol=0)
+    # and the same atom well inside the cutoff does interact
+    pos_near = torch.cat([pos, (pos[k] + direction * 2.0).unsqueeze(0)])
+    edges_near = full_graph(pos_near, model.cutoff)
+    e_a, _, _ = evaluate(model, pos_near, species5, edges_near)
+    e_b, _, _ = evaluate(model, pos_near, species5, edges_near[:, (edges_near < 4).all(dim=0)])
+    assert (e_a - e_b).abs() > 1e-6
+
+
+def test_vector_heads_and_outputs():
+    model = make(vector_heads=("forces",))
+    pos, species = molecule(seed=11)
+    edges = full_graph(pos, model.cutoff)
+    out = model(species, edges, pos[edges[1]] - pos[edges[0]])
+    assert out["node_energy"].shape == (len(pos),)
+    assert set(out["vectors"]) == {"forces"} and out["vectors"]["forces"].shape == (len(pos), 3)
+    plain = make(vector_heads=())
+    assert plain(species, edges, pos[edges[1]] - pos[edges[0]])["vectors"] == {}
+    assert model.l_max == 2 and model.cutoff == 5.0
+
+
+def test_l_max_3_carries_degree_3():
+    model = make(l_max=3, channels=8)
+    assert model.l_max == 3
+    pos, species = molecule(seed=12)
+    edges = full_graph(pos, model.cutoff)
+    feats = {}
+    model.layers[0].register_forward_hook(lambda mod, inp, out: feats.setdefault("h", out))
+    cond = torch.randn(len(pos), 3, dtype=torch.float64)
+    evaluate(model, pos, species, edges, cond)
+    assert feats["h"].shape[0] == 16 and feats["h"][9:].abs().max() > 1e-6  # l = 3 components are live
+
+
+def test_float32_and_registry():
+    assert backbone_class("equivariant-ace") is EquivariantACE
+    torch.manual_seed(0)
+    model = EquivariantACE(num_species=2)
+    pos, species = molecule(n=5, num_species=2, seed=13)
+    pos = pos.float()
+    edges = full_graph(pos, model.cutoff)
+    out = model(species, edges, pos[edges[1]] - pos[edges[0]], torch.randn(5, 3))
+    assert out["node_energy"].dtype == torch.float32 and torch.isfinite(out["node_energy"]).all()
+
+
+def test_training_step_with_create_graph():
+    """Force training needs double backward: gradients reach every parameter that should learn."""
+    model = make(vector_heads=("forces",), channels=8)
+    pos, species = molecule(seed=14)
+    edges = full_graph(pos, model.cutoff)
+    p = pos.clone().requires_grad_(True)
+    out = model(species, edges, p[edges[1]] - p[edges[0]], torch.randn(len(pos), 3, dtype=torch.float64))
+    forces = -torch.autograd.grad(out["node_energy"].sum(), p, create_graph=True)[0]
+    loss = forces.pow(2).sum() + out["node_energy"].sum() ** 2 + out["vectors"]["forces"].pow(2).sum()
+    loss.backward()
+    missing = [n for n, q in model.named_parameters() if q.grad is None or not torch.isfinite(q.grad).all()]
+    assert not missing, missing
