@@ -17,6 +17,7 @@ SPECIES = [1, 6, 8]
 def _model(zbl=False, heads=("noise",), seed=0):
     torch.manual_seed(seed)
     m = Potential(PaiNN(num_species=3, features=16, num_layers=2, vector_heads=heads), SPECIES, {1: -0.5, 6: -1.0, 8: -2.0}, 0.7, 0.1, zbl=zbl)
+    torch.nn.init.normal_(m.backbone.readout[-1].weight)  # the readout starts at zero; a test needs a non-trivial energy
     return m.double().eval()
 
 
@@ -44,6 +45,11 @@ def test_rotation_reflection_translation_equivariance(zbl):
         assert torch.allclose(out["energy"], ref["energy"], atol=1e-10, rtol=0)
         np.testing.assert_allclose(out["forces"].detach().numpy(), ref["forces"].detach().numpy() @ R.T, atol=1e-10)
         np.testing.assert_allclose(out["vectors"]["noise"].detach().numpy(), ref["vectors"]["noise"].detach().numpy() @ R.T, atol=1e-10)
+
+
+def test_model_is_not_trivial():
+    out = _run(_model(), ETHANOL.positions)
+    assert out["forces"].abs().max() > 1e-3
 
 
 def test_permutation_equivariance():

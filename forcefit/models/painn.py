@@ -88,6 +88,10 @@ class PaiNN(nn.Module):
         self.messages = nn.ModuleList(PaiNNMessage(features) for _ in range(num_layers))
         self.updates = nn.ModuleList(PaiNNUpdate(features) for _ in range(num_layers))
         self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
+        # Start at ε_i = 0, i.e. E = Σ (shift + E0): the mean energy is right from step one and the
+        # network only learns deviations (otherwise a random per-atom offset takes many epochs to remove).
+        nn.init.zeros_(self.readout[-1].weight)
+        nn.init.zeros_(self.readout[-1].bias)
         self.vector_heads = nn.ModuleDict({name: GatedVectorHead(features) for name in vector_heads})
         # DeNS force encoding: one learnable linear map per degree (l = 0 scalar, l = 1 vector).
         self.encode_l0 = nn.Linear(1, features, bias=False)
