@@ -88,18 +88,17 @@ def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
     np.testing.assert_allclose(safer["forces"], f, atol=1e-3)
 
 
-def test_method_settings_are_checked_before_any_work(tmp_path):
+def test_method_settings_are_checked_before_any_work(tmp_path, monkeypatch):
     for method, settings, field in [("nope", {}, "method"), ("dft", {"xc": "NOTAFUNCTIONAL"}, "xc"),
                                     ("dft", {"basis": "no-such-basis"}, "basis"), ("gfn2", {"xc": "PBE"}, "xc"),
                                     ("nomodule_xyz:f", {}, "calculator"), ("os:no_such_factory", {}, "calculator")]:
         with pytest.raises(DataError) as err:
             make_method(method, **settings)
         assert err.value.field == field
-    try:
-        import dftd3  # noqa: F401
-    except ImportError:
-        with pytest.raises(DataError, match="dftd3"):
-            make_method("dft", dispersion="d3bj")
+    monkeypatch.setitem(sys.modules, "dftd3", None)  # as if the optional package were absent
+    monkeypatch.setitem(sys.modules, "dftd3.interface", None)
+    with pytest.raises(DataError, match="needs the 'dftd3' package"):
+        make_method("dft", dispersion="d3bj")
 
 
 # ---------------------------------------------------------------- durability
@@ -252,6 +251,7 @@ def test_select_resumes_the_same_subset_and_tops_up(tmp_path):
     assert label(camp, f"{HELPERS}:pair", level="p", select=4, select_by="fps", progress=False).labelled == 0
     assert label(camp, f"{HELPERS}:pair", level="p", select=6, progress=False).labelled == 2
     assert camp.info()["levels"]["p"]["labelled"] == 6
+    assert label(camp, f"{HELPERS}:pair", level="p", progress=False).labelled == 6  # no --select: all the rest
     with pytest.raises(DataError, match="not available yet"):
         label(camp, "gfn2", select=3, select_by="uncertainty", progress=False)
 
@@ -341,3 +341,17 @@ def test_every_option_is_documented_in_help():
         assert res.exit_code == 0
         for param in typer.main.get_command(cli()).commands[command].params:
             assert param.help, f"{command} {param.name} has no help"
+
+
+def test_dft_d3_dispersion_matches_dftd3_called_directly():
+    pytest.importorskip("dftd3")
+    from dftd3.ase import DFTD3
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0.05, 0.02, 0.80]])
+    s = Structure.from_atoms(h2)
+    plain = make_method("dft", basis="sto-3g").compute(s)
+    d3 = make_method("dft", basis="sto-3g", dispersion="d3bj").compute(s)
+    ref = h2.copy()
+    ref.calc = DFTD3(method="PBE", damping="d3bj")
+    assert d3["energy"] - plain["energy"] == pytest.approx(ref.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(d3["forces"] - plain["forces"], ref.get_forces(), atol=1e-9)

@@ -163,6 +163,30 @@ class Campaign:
             with self.db:
                 yield
 
+    @contextmanager
+    def _reading(self):
+        """One connection for a burst of reads (ase.db otherwise opens one per row it converts)."""
+        if self._session:
+            yield
+        else:
+            with self.db:
+                yield
+
+    def _kvps(self) -> list[tuple[int, dict]]:
+        """(row id, key-value pairs) of every structure, in id order; the cheap read behind work lists."""
+        if self._sqlite:
+            import sqlite3
+
+            con = self.db.connection if self._session else sqlite3.connect(self.path, timeout=20)
+            try:
+                rows = con.execute("SELECT id, key_value_pairs FROM systems ORDER BY id").fetchall()
+            finally:
+                if not self._session:
+                    con.close()
+            return [(i, self.db.decode(kv) if kv else {}) for i, kv in rows]
+        with self._reading():
+            return [(row.id, dict(row.key_value_pairs)) for row in self.db.select(columns=["id", "key_value_pairs"])]
+
     def commit(self) -> None:
         """Commit writes made with ``commit=False`` inside a session."""
         if self._session:
@@ -204,7 +228,7 @@ class Campaign:
         The tag is ``config_type`` if given, else the structure's
         ``info["config_type"]``, else "default".
         """
-        known = {row.get("structure_hash") for row in self.db.select(columns=["key_value_pairs"])}
+        known = {kv.get("structure_hash") for _, kv in self._kvps()}
         new_ids = []
         with self._transaction():
             for atoms in structures:
@@ -236,12 +260,13 @@ class Campaign:
         """(row id, Atoms) for all structures, or for the given ids, in id order."""
         wanted = None if ids is None else {int(i) for i in ids}
         out = []
-        for row in self.db.select():
-            if wanted is not None and row.id not in wanted:
-                continue
-            atoms = row.toatoms()
-            atoms.info["config_type"] = row.get("config_type", "default")
-            out.append((row.id, atoms))
+        with self._reading():
+            for row in self.db.select():
+                if wanted is not None and row.id not in wanted:
+                    continue
+                atoms = row.toatoms()
+                atoms.info["config_type"] = row.get("config_type", "default")
+                out.append((row.id, atoms))
         return sorted(out, key=lambda t: t[0])
 
     # ------------------------------------------------------------ levels
@@ -268,20 +293,20 @@ class Campaign:
     def status(self, level: str) -> list[dict]:
         """Per structure: id, labelled, failed attempts, selected (cheap: key-value pairs only)."""
         out = []
-        for row in self.db.select(columns=["id", "key_value_pairs"]):
-            kv = row.key_value_pairs
-            out.append({"id": row.id, "labelled": bool(kv.get(f"has_{level}")), "failed": int(kv.get(f"failed_{level}", 0)),
+        for row_id, kv in self._kvps():
+            out.append({"id": row_id, "labelled": bool(kv.get(f"has_{level}")), "failed": int(kv.get(f"failed_{level}", 0)),
                         "selected": bool(kv.get(f"sel_{level}")), "cost": kv.get(f"cost_{level}")})
         return out
 
-    def pending(self, level: str, retry_failed: bool = False) -> list[tuple[int, int]]:
+    def pending(self, level: str, retry_failed: bool = False, selected_only: bool = False) -> list[tuple[int, int]]:
         """(row id, failed attempts so far) of structures still to label at ``level``.
 
-        If any structure was selected for this level, only selected ones are
-        pending. Given-up structures come back only with ``retry_failed``.
+        ``selected_only``: only structures chosen for this level by a
+        ``select`` (see ``label``). Given-up structures come back only with
+        ``retry_failed``.
         """
         rows = self.status(level)
-        if any(r["selected"] for r in rows):
+        if selected_only:
             rows = [r for r in rows if r["selected"]]
         return [(r["id"], r["failed"]) for r in rows
                 if not r["labelled"] and (retry_failed or r["failed"] < MAX_ATTEMPTS)]
@@ -317,9 +342,11 @@ class Campaign:
 
     def failures(self, level: str) -> list[tuple[int, list[dict]]]:
         """(row id, failure records) of structures with failed attempts at ``level``."""
+        ids = {i for i, kv in self._kvps() if kv.get(f"failed_{level}", 0) > 0}
         out = []
-        for row in self.db.select(f"failed_{level}>0"):
-            out.append((row.id, list(row.data.get(f"failures.{level}", []))))
+        with self._reading():
+            for i in sorted(ids):
+                out.append((i, list(self.db.get(id=i).data.get(f"failures.{level}", []))))
         return out
 
     # ------------------------------------------------------------ reading back
@@ -331,14 +358,14 @@ class Campaign:
 
     def info(self) -> dict:
         """Counts per level and config_type, CPU cost per level (for ``campaign-info``)."""
-        rows = list(self.db.select(columns=["id", "key_value_pairs"]))
+        kvs = [kv for _, kv in self._kvps()]
+        rows = kvs
         tags: dict[str, int] = {}
-        for row in rows:
-            tag = row.key_value_pairs.get("config_type", "default")
+        for kv in kvs:
+            tag = kv.get("config_type", "default")
             tags[tag] = tags.get(tag, 0) + 1
         levels = {}
         for level, settings in self.levels.items():
-            kvs = [row.key_value_pairs for row in rows]
             costs = [float(kv[f"cost_{level}"]) for kv in kvs if kv.get(f"has_{level}") and f"cost_{level}" in kv]
             labelled = sum(1 for kv in kvs if kv.get(f"has_{level}"))
             failed = sum(1 for kv in kvs if not kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0) >= MAX_ATTEMPTS)

@@ -249,7 +249,8 @@ class _Progress:
         if self.progress is None:
             return
         rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, completed=done, total=total, rate=f"{rate:.1f} labels/s",
+        speed = f"{rate:.1f} labels/s" if rate >= 1 or not done else f"{1 / rate:.1f} s/label"
+        self.progress.update(self.task, completed=done, total=total, rate=speed,
                              failed=f"[red]{failed} failed" if failed else "")
 
     def close(self):
@@ -337,7 +338,9 @@ def label(
     ...). level: the name the labels are stored under (default: the
     method's, e.g. "gfn2" or "dft"). select: label only ``select``
     structures in total at this level, chosen by ``select_by`` ("random",
-    "fps", or "uncertainty" with ``scores``). workers: parallel workers;
+    "fps", or "uncertainty" with ``scores``); the choice is stored, so the
+    same call resumes the same subset and a larger ``select`` tops it up
+    (without ``select``, every unlabelled structure is labelled). workers: parallel workers;
     threads: OpenMP threads per worker (xTB: 1; DFT: cores / workers).
     scheduler: a Dask Client, cluster, or "tcp://host:port".
     retry_failed: try given-up structures once more.
@@ -355,12 +358,14 @@ def label(
         m = dataclasses.replace(m, threads=n_threads)
     level = check_level_name(level or m.default_level)
     camp.register_level(level, {**m.settings(), "versions": _versions(m)})
+    from .selection import SELECTION_METHODS
+
+    if select_by not in SELECTION_METHODS:
+        raise DataError(f"unknown selection method '{select_by}'; choose one of {', '.join(SELECTION_METHODS)}", field="select_by")
     if select is not None:
         _apply_selection(camp, level, int(select), select_by, seed, scores)
-    elif select_by == "uncertainty":
-        raise DataError("--select-by needs --select N", field="select_by")
 
-    todo = camp.pending(level, retry_failed)
+    todo = camp.pending(level, retry_failed, selected_only=select is not None)
     report = LabelReport(level=level, method=m.describe())
     t0 = time.perf_counter()
     if not todo:
@@ -432,5 +437,5 @@ def label(
         executor.close()
         bar.close()
         report.seconds = time.perf_counter() - t0
-        report.remaining = len(camp.pending(level))
+        report.remaining = len(camp.pending(level, selected_only=select is not None))
     return report
