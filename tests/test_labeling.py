@@ -197,7 +197,7 @@ def test_a_crashing_worker_fails_only_its_structure(tmp_path):
 
 
 def test_dask_and_local_pools_give_identical_results(tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     frames = ethanols(8, seed=3)
     results = {}
@@ -205,8 +205,10 @@ def test_dask_and_local_pools_give_identical_results(tmp_path):
         camp = Campaign(tmp_path / f"{mode}.db")
         camp.add(frames)
         if mode == "dask":
-            with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
-                report = label(camp, "gfn2", scheduler=client, progress=False)
+            with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                              dashboard_address=None) as cluster:
+                assert cluster.scheduler_address.startswith("tcp://")
+                report = label(camp, "gfn2", scheduler=cluster.scheduler_address, progress=False)
         else:
             report = label(camp, "gfn2", workers=1 if mode == "thread" else 2, progress=False)
         assert report.labelled == 8

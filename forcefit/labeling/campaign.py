@@ -14,12 +14,16 @@ Schema (read by ``forcefit.data.campaign.read_campaign``; keep in step):
   and dipole (e·Å), cpu_seconds, wall_seconds, attempt, safer, host;
   ``row.data["failures.L"]``: one record per failed attempt with its error text.
 
-Durability: a labelling session keeps one connection open and commits after
-every label, so a killed run loses at most the labels still being computed.
-SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit survives a
-killed process (not necessarily a power cut). A PostgreSQL URL
-(``postgresql://user:pw@host/db``) works the same way through ``ase.db.connect``.
-Only the coordinating process ever writes.
+Durability: a labelling session keeps one connection open and commits the
+results it has received as soon as it has written them (results that
+arrived together share one commit; nothing waits for later results), so a
+killed run loses at most the labels still being computed. SQLite runs in
+WAL mode with ``synchronous=NORMAL``: a commit survives a killed process
+(not necessarily a power cut). Each batch takes the write lock before it
+reads, so two coordinators labelling different levels of one campaign do
+not overwrite each other. A PostgreSQL URL (``postgresql://user:pw@host/db``)
+goes through ``ase.db.connect`` the same way (the SQLite-only speed-ups are
+skipped there). Only the coordinating process writes.
 """
 from __future__ import annotations
 
@@ -204,7 +208,10 @@ class Campaign:
         if not (self._sqlite and self._session):
             self.db.update(int(row_id), data=data, **kvp)
             return
-        old_kvp, old_data = self.db.connection.execute(
+        con = self.db.connection
+        if not con.in_transaction:  # take the write lock before reading: no lost update from another writer
+            con.execute("BEGIN IMMEDIATE")
+        old_kvp, old_data = con.execute(
             "SELECT key_value_pairs, data FROM systems WHERE id=?", (int(row_id),)).fetchone()
         new_kvp = self.db.decode(old_kvp) if old_kvp else {}
         new_kvp.update(kvp)
@@ -220,7 +227,52 @@ class Campaign:
     @property
     def levels(self) -> dict:
         """Level name -> settings of the method that labels it."""
-        return dict(self.db.metadata.get("levels", {}))
+        return dict(self._read_metadata().get("levels", {}))
+
+    def _read_metadata(self) -> dict:
+        """The campaign's metadata as stored now (ase.db caches it for the life of a connection object)."""
+        if not self._sqlite:
+            return self.db.metadata
+        import json
+        import sqlite3
+
+        con = self.db.connection if self._session else sqlite3.connect(self.path, timeout=20)
+        try:
+            row = con.execute("SELECT value FROM information WHERE name='metadata'").fetchone()
+        finally:
+            if not self._session:
+                con.close()
+        return json.loads(row[0]) if row else {}
+
+    def _update_metadata(self, change) -> None:
+        """Read-modify-write the metadata under the write lock (``change(meta)`` edits it in place)."""
+        if not self._sqlite:
+            meta = self.db.metadata
+            change(meta)
+            with self._transaction():
+                self.db.metadata = meta
+            return
+        import json
+        import sqlite3
+
+        con = sqlite3.connect(self.path, timeout=20, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute("SELECT value FROM information WHERE name='metadata'").fetchone()
+            meta = json.loads(row[0]) if row else {}
+            change(meta)
+            if row:
+                con.execute("UPDATE information SET value=? WHERE name='metadata'", [json.dumps(meta)])
+            else:
+                con.execute("INSERT INTO information VALUES (?, ?)", ("metadata", json.dumps(meta)))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        self.db._metadata = None  # let ase.db read it afresh
 
     def add(self, structures, config_type: str | None = None, source: str | None = None) -> list[int]:
         """Add structures not already present (by hash), all in one transaction; return the new row ids.
@@ -269,25 +321,55 @@ class Campaign:
                 out.append((row.id, atoms))
         return sorted(out, key=lambda t: t[0])
 
+    def task_structures(self, ids) -> dict:
+        """Row id -> ``Structure`` (what a worker needs), read in one pass."""
+        from .calculators import Structure
+
+        wanted = {int(i) for i in ids}
+        if not self._sqlite:
+            return {i: Structure.from_atoms(a) for i, a in self.structures(wanted)}
+        import sqlite3
+
+        db = self.db
+        con = db.connection if self._session else sqlite3.connect(self.path, timeout=20)
+        try:
+            rows = con.execute("SELECT id, numbers, positions, cell, pbc, initial_magmoms, initial_charges "
+                               "FROM systems ORDER BY id").fetchall()
+        finally:
+            if not self._session:
+                con.close()
+        out = {}
+        for i, numbers, positions, cell, pbc, magmoms, charges in rows:
+            if i not in wanted:
+                continue
+            out[i] = Structure(
+                numbers=db.deblob(numbers, np.int32).astype(np.int64),
+                positions=db.deblob(positions, shape=(-1, 3)).copy(),
+                cell=db.deblob(cell, shape=(3, 3)).copy(),
+                pbc=(pbc & np.array([1, 2, 4])).astype(bool),
+                charge=int(round(float(db.deblob(charges).sum()))) if charges is not None else 0,
+                unpaired=int(round(float(db.deblob(magmoms).sum()))) if magmoms is not None else 0,
+            )
+        return out
+
     # ------------------------------------------------------------ levels
     def register_level(self, level: str, settings: dict) -> None:
         """Record the method behind ``level``; refuse different settings under an existing name."""
         check_level_name(level)
-        meta = self.db.metadata
-        levels = dict(meta.get("levels", {}))
-        old = levels.get(level)
-        if old is not None:
+
+        def change(meta):
+            levels = meta.setdefault("levels", {})
+            old = levels.get(level)
+            if old is None:
+                levels[level] = settings
+                return
             a = {k: v for k, v in old.items() if k not in _VERSION_KEYS}
             b = {k: v for k, v in settings.items() if k not in _VERSION_KEYS}
             if a != b:
                 diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
                 raise DataError(f"level '{level}' was labelled with other settings ({diff}); use another --level name", file=self.path, field="level")
-            return
-        levels[level] = settings
-        meta = dict(meta)
-        meta["levels"] = levels
-        with self._transaction():
-            self.db.metadata = meta
+
+        self._update_metadata(change)
 
     # ------------------------------------------------------------ work lists
     def status(self, level: str) -> list[dict]:

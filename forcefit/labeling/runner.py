@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..data.errors import DataError
-from .calculators import Method, Structure, make_method
+from .calculators import Method, make_method
 from .campaign import MAX_ATTEMPTS, Campaign, check_level_name
 from .tasks import Outcome, Task, run_chunk, run_task
 
@@ -190,7 +190,7 @@ class _DaskExecutor:
         else:
             address = getattr(scheduler, "scheduler_address", scheduler)
             try:
-                self.client = self.own_client = Client(address, timeout="20s")
+                self.client = self.own_client = Client(address, timeout="10s")
             except Exception as exc:
                 raise DataError(f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc})", field="scheduler") from exc
         self.method = method
@@ -370,7 +370,7 @@ def label(
     t0 = time.perf_counter()
     if not todo:
         return report
-    by_id = {i: Structure.from_atoms(a) for i, a in camp.structures([i for i, _ in todo])}
+    by_id = camp.task_structures([i for i, _ in todo])
     tasks = deque(Task(i, by_id[i], attempt=f + 1, safer=f >= 1) for i, f in todo)
     max_atoms = max(len(t.structure.numbers) for t in tasks)
     chunk = max(1, min(m.chunk, 1000 // max_atoms))
@@ -437,5 +437,8 @@ def label(
         executor.close()
         bar.close()
         report.seconds = time.perf_counter() - t0
-        report.remaining = len(camp.pending(level, selected_only=select is not None))
+        try:
+            report.remaining = len(camp.pending(level, selected_only=select is not None))
+        except Exception:  # never mask the error that got us here
+            report.remaining = len(tasks)
     return report
