@@ -35,6 +35,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     potential = Potential(PaiNN(num_species=3), [1, 6, 8])
+    torch.nn.init.normal_(potential.backbone.readout[-1].weight)  # a trained-like, non-zero readout (same cost)
     atoms = molecule("CH3CH2OH")
     calc = ForcefitCalculator(potential, dtype=getattr(torch, args.dtype))
     atoms.calc = calc

@@ -37,6 +37,13 @@ def frame(n, energy=None, forces=None, config_type="default", seed=0):
     return Frame(positions=rng.normal(size=(n, 3)), numbers=np.array([1, 6, 8, 1, 1][:n]), energy=energy, forces=forces, config_type=config_type)
 
 
+def painn(features=16, dtype=torch.float32):
+    torch.manual_seed(0)
+    potential = Potential(PaiNN(num_species=3, features=features), [1, 6, 8])
+    torch.nn.init.normal_(potential.backbone.readout[-1].weight)  # the readout starts at zero; tests need non-trivial outputs
+    return potential.to(dtype)
+
+
 def molecules(seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -105,14 +112,14 @@ def test_predict_fake_potential_and_metrics_end_to_end():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 def test_predictions_independent_of_batch_size(dtype, tol):
-    torch.manual_seed(0)
-    potential = Potential(PaiNN(num_species=3, features=16), [1, 6, 8]).to(dtype)
+    potential = painn(dtype=dtype)
     potential.train()
     frames = molecules()
     p1 = predict(potential, frames, batch_size=1)
     p32 = predict(potential, frames, batch_size=32)
     p5 = predict(potential, frames, batch_size=5)
     assert potential.training  # mode restored
+    assert np.ptp(p32["energy"]) > 1e-3 and max(np.abs(f).max() for f in p32["forces"]) > 1e-3  # non-trivial
     # equal up to floating-point summation order (bitwise equality is not guaranteed by BLAS)
     np.testing.assert_allclose(p1["energy"], p32["energy"], rtol=tol, atol=tol)
     np.testing.assert_allclose(p5["energy"], p32["energy"], rtol=tol, atol=tol)
@@ -132,8 +139,7 @@ def test_predict_rejects_unknown_element():
 
 
 def test_table_and_parity_plot(tmp_path):
-    torch.manual_seed(0)
-    potential = Potential(PaiNN(num_species=3, features=8), [1, 6, 8])
+    potential = painn(features=8)
     frames = molecules()
     metrics, pred = evaluate(potential, frames)
     table = metrics_table(metrics)

@@ -6,8 +6,11 @@ with vesin (no Frame, no GraphDataset, no collate), the model is a frozen
 eval-mode copy moved to its device and dtype once, and its parameters do not
 require grad so autograd only records the path to the positions. Nothing
 geometric is cached between calls: positions (and possibly the cell) change
-every step, so the neighbour list is rebuilt every call. Only the species
-tensor is reused while the atomic numbers are unchanged.
+every step, so the neighbour list is rebuilt every call. Only tensors that
+depend on the atomic numbers alone (species, batch index) are reused while
+the numbers are unchanged. vesin is called directly (one NeighborList
+object, only the quantities needed) rather than through
+forcefit.data.neighbors, which saves its per-call conversions.
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
+from vesin import NeighborList
 
-from ..data.neighbors import neighbor_list
+_NO_BOX = np.zeros((3, 3))
 
 
 class ForcefitCalculator(Calculator):
@@ -42,40 +46,47 @@ class ForcefitCalculator(Calculator):
         self.potential = model
         self.cutoff = float(model.cutoff)
         self.species = list(model.species)
+        self._nl = NeighborList(cutoff=self.cutoff, full_list=True)
         self._numbers: np.ndarray | None = None
-        self._numbers_t: torch.Tensor | None = None
+        self._fixed: dict = {}
 
-    def _numbers_tensor(self, numbers: np.ndarray) -> torch.Tensor:
-        """Checked atomic numbers as a device tensor, re-made only when the numbers change."""
+    def _per_structure(self, numbers: np.ndarray) -> dict:
+        """Tensors that depend only on the atomic numbers, re-made (and re-checked) when they change."""
         if self._numbers is None or not np.array_equal(numbers, self._numbers):
             unknown = sorted(set(int(z) for z in numbers) - set(self.species))
             if unknown:
                 names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
                 known = ", ".join(chemical_symbols[z] for z in self.species)
                 raise ValueError(f"element(s) {names} not in this potential's species [{known}]")
+            n, dev = len(numbers), self.device
             self._numbers = numbers.copy()
-            self._numbers_t = torch.as_tensor(numbers, dtype=torch.long, device=self.device)
-        return self._numbers_t
+            self._fixed = {
+                "numbers": torch.as_tensor(numbers, dtype=torch.long, device=dev),
+                "batch": torch.zeros(n, dtype=torch.long, device=dev),
+                "ptr": torch.tensor([0, n], device=dev),
+            }
+        return self._fixed
 
     def build_batch(self, atoms) -> dict:
-        """The one-graph flat batch the Potential expects (layout of forcefit.data.batch)."""
-        numbers = self._numbers_tensor(atoms.numbers)
+        """The one-graph flat batch the Potential reads (keys as in forcefit.data.batch).
+
+        Only what ``Potential.forward`` uses is built: positions, numbers,
+        edge_index, edge_shift, batch, ptr.
+        """
+        batch = dict(self._per_structure(atoms.numbers))
         positions = atoms.positions
-        cell = atoms.cell.array
         pbc = atoms.pbc
-        i, j, shifts = neighbor_list(positions, cell, pbc, self.cutoff)
-        n = len(positions)
         dev, dt = self.device, self.dtype
-        return {
-            "positions": torch.as_tensor(positions, dtype=dt, device=dev),
-            "numbers": numbers,
-            "edge_index": torch.as_tensor(np.stack([i, j]), device=dev),
-            "edge_shift": torch.as_tensor(shifts @ cell if pbc.any() else np.zeros((len(i), 3)), dtype=dt, device=dev),
-            "batch": torch.zeros(n, dtype=torch.long, device=dev),
-            "ptr": torch.tensor([0, n], device=dev),
-            "cell": torch.as_tensor(cell, dtype=dt, device=dev).unsqueeze(0),
-            "pbc": torch.as_tensor(pbc, device=dev).unsqueeze(0),
-        }
+        if pbc.any():
+            cell = atoms.cell.array
+            i, j, shifts = self._nl.compute(points=positions, box=cell, periodic=pbc, quantities="ijS")
+            batch["edge_shift"] = torch.as_tensor(shifts @ cell, dtype=dt, device=dev)
+        else:
+            i, j = self._nl.compute(points=positions, box=_NO_BOX, periodic=False, quantities="ij")
+            batch["edge_shift"] = torch.zeros((len(i), 3), dtype=dt, device=dev)
+        batch["edge_index"] = torch.as_tensor(np.stack([i, j]).astype(np.int64, copy=False), device=dev)
+        batch["positions"] = torch.as_tensor(positions, dtype=dt, device=dev)
+        return batch
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
         """What changed since the last calculation, looking only at what the model reads.
