@@ -50,10 +50,15 @@ def _paths_to_str(value):
     return value
 
 
-def load(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Load a model file: ``.model`` (torch), ``.calculator`` (ASE), ``.metadata``."""
+def load(path: str | Path, device: str = "cpu", dtype: Any = None) -> LoadedModel:
+    """Load a model file: ``.model`` (torch), ``.calculator`` (ASE), ``.metadata``.
+
+    The calculator runs in the dtype the model was trained in unless ``dtype``
+    (e.g. ``torch.float64`` for tight energy conservation) says otherwise.
+    """
     from .model_file import load_model
     from .simulate.calculator import ForcefitCalculator
 
     potential = load_model(path, device=device)
-    return LoadedModel(potential, ForcefitCalculator(potential, device=device), potential.metadata)
+    dtype = dtype or next(potential.parameters()).dtype
+    return LoadedModel(potential, ForcefitCalculator(potential, device=device, dtype=dtype), potential.metadata)
