@@ -1,6 +1,6 @@
 """ms per ForcefitCalculator call against a bare Potential call, for ethanol (9 atoms).
 
-Usage: python benchmarks/calculator_overhead.py [--dtype float32|float64] [--threads N] [--repeats R]
+Usage: python benchmarks/calculator_overhead.py [--dtype float32|float64] [--threads N] [--repeats R] [--md-steps S]
 
 Two measurements, because the CPUs this runs on are often shared:
 1. interleaved: a bare call (one prebuilt batch, no neighbour list, no
@@ -14,7 +14,10 @@ Two measurements, because the CPUs this runs on are often shared:
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP workers distort timings on shared CPUs
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--md-steps", type=int, default=200, help="Langevin steps for a steps/s figure (0: skip)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,6 +78,13 @@ def main() -> None:
               f"({100 * (f(full_t) / f(bare_t) - 1):+.1f}%)")
     print(f"in-call  model {np.median(model_in_call):.3f} ms + rest {np.median(rest):.3f} ms "
           f"(min {rest.min():.3f}) -> overhead {100 * np.median(rest / model_in_call):.1f}% of the model call")
+    if args.md_steps:
+        from forcefit.simulate.md import run_md
+
+        model.forward = forward
+        result = run_md(molecule("CH3CH2OH"), calc, steps=args.md_steps, stop_at_collapse=False, progress=False)
+        print(f"Langevin MD: {result.steps_done} steps at {result.steps_per_second:.0f} steps/s "
+              f"({1e3 / result.steps_per_second:.2f} ms/step; untrained model, so the molecule may fly apart)")
 
 
 if __name__ == "__main__":
