@@ -15,9 +15,9 @@ Schema (read by ``forcefit.data.campaign.read_campaign``; keep in step):
   ``row.data["failures.L"]``: one record per failed attempt with its error text.
 
 Durability: a labelling session keeps one connection open and commits the
-results it has received as soon as it has written them (results that
-arrived together share one commit; nothing waits for later results), so a
-killed run loses at most the labels still being computed. SQLite runs in
+results it receives as soon as it has written them (results arriving within
+20 ms of each other share one commit), so a killed run loses at most the
+labels still being computed or just received. SQLite runs in
 WAL mode with ``synchronous=NORMAL``: a commit survives a killed process
 (not necessarily a power cut). Each batch takes the write lock before it
 reads, so two coordinators labelling different levels of one campaign do

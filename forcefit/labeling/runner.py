@@ -1,11 +1,13 @@
 """Running a labelling campaign: a worker thread, a local process pool, or a Dask cluster.
 
 The coordinating process owns the database: it hands structures out, and
-commits each result the moment it arrives (``Campaign.write_label``), so a
-killed run resumes exactly where it stopped. Workers only compute.
+commits each result as it arrives (``Campaign.write_label``; results that
+arrive within ``LINGER`` = 20 ms share one commit), so a killed run resumes
+where it stopped. Workers only compute.
 
 - ``workers=1`` and a cheap in-process method (xTB): one worker thread; the
-  SCF runs outside the GIL while the main thread writes the previous label.
+  SCF runs outside the GIL while the main thread writes earlier labels, and
+  nothing has to start up.
 - ``workers>=1`` otherwise: spawned worker processes, each with its own pipe
   (a crashed worker is noticed at once and its structure recorded as failed)
   and ``OMP_NUM_THREADS`` set per worker.
@@ -31,6 +33,8 @@ from .calculators import Method, make_method
 from .campaign import MAX_ATTEMPTS, Campaign, check_level_name
 from .tasks import Outcome, Task, run_chunk, run_task
 
+
+LINGER = 0.02  # s: a result is committed at most this long after it reaches the coordinator
 
 # ---------------------------------------------------------------- executors
 class _ThreadExecutor:
@@ -59,13 +63,13 @@ class _ThreadExecutor:
     def submit(self, key, tasks):
         self.inbox.put((key, tasks))
 
-    def get(self, block: bool = True):
-        """The next result; None if ``block`` is false and none is ready."""
+    def get(self, block: bool = True, timeout: float = 0.0):
+        """The next result; None if ``block`` is false and none came within ``timeout`` seconds."""
         import queue
 
         while True:  # a timeout keeps Ctrl-C responsive
             try:
-                key, i, out = self.outbox.get(timeout=0.2) if block else self.outbox.get_nowait()
+                key, i, out = self.outbox.get(timeout=0.2 if block else max(timeout, 1e-6))
             except queue.Empty:
                 if not block:
                     return None
@@ -114,13 +118,13 @@ class _ProcessExecutor:
         except OSError:  # it died since we last heard from it
             self._died(w)
 
-    def get(self, block: bool = True):
+    def get(self, block: bool = True, timeout: float = 0.0):
         from multiprocessing.connection import wait
 
         while True:
             if self.backlog:
                 return self.backlog.popleft()
-            ready = wait([w["conn"] for w in self.workers], timeout=0.5 if block else 0)
+            ready = wait([w["conn"] for w in self.workers], timeout=0.5 if block else timeout)
             if not ready and not block:
                 return None
             for conn in ready:
@@ -203,7 +207,7 @@ class _DaskExecutor:
         self.keys[fut.key] = (key, tasks)
         self.ac.add(fut)
 
-    def get(self, block: bool = True):
+    def get(self, block: bool = True, timeout: float = 0.0):
         while not self.backlog:
             if not block and not self.ac.has_ready():
                 return None
@@ -384,11 +388,6 @@ def label(
     else:
         executor, slots = _ProcessExecutor(m, workers, n_threads), 2 * workers
 
-    switch = sys.getswitchinterval()
-    if isinstance(executor, _ThreadExecutor):
-        # the SCF runs outside the GIL; hand the GIL over promptly when it returns, or the
-        # writing main thread holds it for up to 5 ms each time (the default interval)
-        sys.setswitchinterval(1e-4)
     total, done, counter = len(tasks), 0, 0
     bar = _Progress(progress, total, f"{level}: {m.describe()}")
     in_flight: dict = {}
@@ -401,8 +400,9 @@ def label(
                     in_flight[(counter,)] = len(batch)
                     executor.submit((counter,), batch)
                 batch = [executor.get()]
-                while len(batch) < 256:  # results that are already waiting share one commit
-                    more = executor.get(block=False)
+                deadline = time.perf_counter() + LINGER
+                while len(batch) < 256:  # results arriving within LINGER share one commit
+                    more = executor.get(block=False, timeout=max(0.0, deadline - time.perf_counter()))
                     if more is None:
                         break
                     batch.append(more)
@@ -433,7 +433,6 @@ def label(
                 camp.commit()
                 bar.advance(done, total, report.failed)
     finally:
-        sys.setswitchinterval(switch)
         executor.close()
         bar.close()
         report.seconds = time.perf_counter() - t0
