@@ -71,8 +71,9 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     }
 
 
-def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300, threads: int = 1) -> float:
-    """NVT Langevin (500 K, 0.5 fs) of one molecule through the ASE calculator, after a short warm-up."""
+def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300, threads: int = 1, compile: bool = False) -> float:
+    """NVT Langevin (500 K, 0.5 fs) of one molecule through the ASE calculator, after a short warm-up
+    (which includes the compilation when ``compile``)."""
     import torch
     from ase import units
     from ase.md.langevin import Langevin
@@ -81,7 +82,7 @@ def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300,
 
     torch.set_num_threads(threads)
     atoms = ase.io.read(structure_path, 0)
-    atoms.calc = forcefit.load(model_path).calculator
+    atoms.calc = forcefit.load(model_path, compile=compile).calculator
     dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=500, friction=0.01, rng=np.random.default_rng(0))
     dyn.run(10)
     start = time.perf_counter()

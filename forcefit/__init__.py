@@ -50,15 +50,16 @@ def _paths_to_str(value):
     return value
 
 
-def load(path: str | Path, device: str = "cpu", dtype: Any = None) -> LoadedModel:
+def load(path: str | Path, device: str = "cpu", dtype: Any = None, compile: bool = False) -> LoadedModel:
     """Load a model file: ``.model`` (torch), ``.calculator`` (ASE), ``.metadata``.
 
     The calculator runs in the dtype the model was trained in unless ``dtype``
-    (e.g. ``torch.float64`` for tight energy conservation) says otherwise.
+    (e.g. ``torch.float64`` for tight energy conservation) says otherwise;
+    ``compile=True`` trades a one-off compilation for faster MD.
     """
     from .model_file import load_model
     from .simulate.calculator import ForcefitCalculator
 
     potential = load_model(path, device=device)
     dtype = dtype or next(potential.parameters()).dtype
-    return LoadedModel(potential, ForcefitCalculator(potential, device=device, dtype=dtype), potential.metadata)
+    return LoadedModel(potential, ForcefitCalculator(potential, device=device, dtype=dtype, compile=compile), potential.metadata)

@@ -48,7 +48,7 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
 
         train(RunConfig.from_yaml({str(cfg_path)!r}), callbacks=[KillAtEpoch()])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
     assert not (tmp_path / "killed" / "model.pt").exists()
@@ -93,7 +93,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, ethanol_xyz):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "forcefit.cli",
            "train", "--config", str(cfg_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.pt").exists()
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

@@ -36,13 +36,19 @@ class ForcefitCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, potential: torch.nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, **kwargs):
+    def __init__(self, potential: torch.nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
+                 compile: bool = False, **kwargs):
+        """``compile=True`` runs the backbone through ``torch.compile`` (dynamic shapes): a one-off
+        compilation of tens of seconds, then ~2x faster small-molecule MD on CPU (benchmarks/NOTES.md).
+        Inference only: training needs double backward, which compiled graphs do not support."""
         super().__init__(**kwargs)
         self.device = torch.device(device)
         self.dtype = dtype
         model = copy.deepcopy(potential).to(device=self.device, dtype=dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        if compile:
+            model.backbone = torch.compile(model.backbone, dynamic=True)
         self.potential = model
         self.cutoff = float(model.cutoff)
         self.species = list(model.species)
