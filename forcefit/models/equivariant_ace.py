@@ -58,6 +58,9 @@ from .irreps_ops import (
 )
 from .radial import BesselBasis, PolynomialCutoff
 
+#: 1/√E[silu(x)²] for x ~ N(0, 1): keeps the second moment through a SiLU layer at init
+SILU_GAIN = 1.679
+
 
 class ManyBodyProduct(nn.Module):
     """Element-dependent polynomial of A up to degree ``correlation`` (MACE's symmetric contraction, Horner form).
@@ -82,11 +85,12 @@ class ManyBodyProduct(nn.Module):
             tp = ChannelwiseTensorProduct(l_max, l_max, l_out_max if last else l_max, symmetric=k == 0, with_constant=True)
             self.products.append(tp)
             self.register_buffer(f"column_index_{k}", tp.path_of_column, persistent=False)
-            # (P, species, C); init: unit weight on the constant (linear) paths, small on the products
+            # (P, species, C); init: the constant (linear) path passes X through at unit gain
+            # (undoing the 1/√fan_in path normalisation), the products start small and random
             w = torch.randn(tp.num_paths, num_species, channels) / math.sqrt(tp.num_paths)
             for p, path in enumerate(tp.paths):
                 if path[1] < 0:
-                    w[p] = 1.0
+                    w[p] = math.sqrt(sum(1 for q in tp.paths if q[2] == path[2]))
             self.weights.append(nn.Parameter(w))
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
@@ -229,10 +233,11 @@ class EquivariantACE(nn.Module):
         self.radial_trunk = nn.Sequential(
             nn.Linear(num_bessel, radial_hidden), nn.SiLU(), nn.Linear(radial_hidden, radial_hidden), nn.SiLU()
         )
-        # (H, layers·P·C), no bias: the envelope multiplies the hidden layer, so all weights vanish at the cutoff
-        self.radial_out = nn.Parameter(torch.randn(radial_hidden, num_layers * self.num_paths * channels) / math.sqrt(radial_hidden))
-        self.register_buffer("radial_index", self._radial_index(scalar_first_layer=False), persistent=False)
-        self.register_buffer("radial_index_scalar", self._radial_index(scalar_first_layer=True), persistent=False)
+        # (layers, H, P·C), no bias: the envelope multiplies the hidden layer, so all weights vanish at the cutoff
+        self.radial_out = nn.Parameter(torch.randn(num_layers, radial_hidden, self.num_paths * channels) * SILU_GAIN / math.sqrt(radial_hidden))
+        self._init_radial_trunk()
+        first = self.layers[0].message
+        self.register_buffer("scalar_path_of_column", first.path_of_column[first.scalar_columns], persistent=False)
 
         self.readouts = nn.ModuleList(nn.Linear(channels, 1, bias=False) for _ in range(num_layers - 1))
         self.readout_mlp = nn.Sequential(nn.Linear(channels, readout_hidden), nn.SiLU(), nn.Linear(readout_hidden, 1))
@@ -246,27 +251,37 @@ class EquivariantACE(nn.Module):
             self.register_buffer("l1_to_xyz", basis.T.contiguous().to(torch.get_default_dtype()), persistent=False)
 
     # ----------------------------------------------------------------------------------------------
-    def _radial_index(self, scalar_first_layer: bool) -> torch.Tensor:
-        """Gather index: radial_out's (layer, path, channel) columns → (layer, CG column, channel)."""
-        parts = []
-        for k, layer in enumerate(self.layers):
-            tp = layer.message
-            index = tp.column_index(self.channels).view(tp.num_columns, self.channels)
-            if k == 0 and scalar_first_layer:
-                index = index[tp.scalar_columns]
-            parts.append(index.reshape(-1) + k * self.num_paths * self.channels)
-        return torch.cat(parts)
+    @torch.no_grad()
+    def _init_radial_trunk(self) -> None:
+        """Second-moment-preserving init (as e3nn's FullyConnectedNet): radial weights of order one.
+
+        PyTorch's default Linear init shrinks activations about 3× per layer, and
+        the Bessel features are ~0.3 in size, so the per-edge weights started near
+        0.05, the messages near 0.01 and the geometry barely reached the energy.
+        Here the first layer sees unit-RMS Bessel features (scale measured on
+        r ∈ [0.5, r_c]) and each later layer compensates SiLU's second moment.
+        """
+        r = torch.linspace(0.5, self.cutoff, 200, dtype=self.radial_out.dtype)
+        bessel_rms = self.bessel(r).pow(2).mean().sqrt().clamp_min(1e-6)
+        linears = [m for m in self.radial_trunk if isinstance(m, nn.Linear)]
+        for k, lin in enumerate(linears):
+            gain = 1.0 / bessel_rms if k == 0 else SILU_GAIN
+            nn.init.normal_(lin.weight, std=float(gain) / math.sqrt(lin.in_features))
+            nn.init.zeros_(lin.bias)
 
     def radial_weights(self, r: torch.Tensor, scalar_first_layer: bool) -> list[torch.Tensor]:
-        """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), expanded to the CG columns."""
+        """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), one weight per (path, channel), spread over its CG columns.
+
+        One matmul per layer (not one for all plus a split: the split's backward
+        is a full-size concatenation), then a per-edge gather from paths to columns.
+        """
         hidden = self.radial_trunk(self.bessel(r)) * self.envelope(r).unsqueeze(-1)
-        index = self.radial_index_scalar if scalar_first_layer else self.radial_index
-        weights = torch.matmul(hidden, self.radial_out.index_select(1, index))
-        columns = [layer.message.num_columns for layer in self.layers]
-        if scalar_first_layer:
-            columns[0] = self.layers[0].message.d3
-        parts = torch.split(weights, [q * self.channels for q in columns], dim=-1)
-        return [w.view(len(r), q, self.channels) for w, q in zip(parts, columns)]
+        out = []
+        for k, layer in enumerate(self.layers):
+            w = torch.matmul(hidden, self.radial_out[k]).view(len(r), self.num_paths, self.channels)
+            index = self.scalar_path_of_column if (k == 0 and scalar_first_layer) else layer.message.path_of_column
+            out.append(w.index_select(1, index))
+        return out
 
     def initial_features(self, species: torch.Tensor, force_condition: torch.Tensor | None) -> torch.Tensor:
         """(D, N, C) features, or (N, C) scalars when there is no condition."""
