@@ -357,3 +357,18 @@ def test_dft_d3_dispersion_matches_dftd3_called_directly():
     ref.calc = DFTD3(method="PBE", damping="d3bj")
     assert d3["energy"] - plain["energy"] == pytest.approx(ref.get_potential_energy(), abs=1e-9)
     np.testing.assert_allclose(d3["forces"] - plain["forces"], ref.get_forces(), atol=1e-9)
+
+
+def test_smiles_formal_charge_reaches_the_reference_method(tmp_path):
+    from tblite.ase import TBLite
+
+    from forcefit.labeling import from_smiles
+
+    [ammonium] = from_smiles("[NH4+]", seed=1)
+    assert ammonium.get_initial_charges().sum() == 1
+    camp = Campaign(tmp_path / "c.db")
+    camp.add([ammonium])
+    label(camp, "gfn2", progress=False)
+    ref = ammonium.copy()
+    ref.calc = TBLite(method="GFN2-xTB", charge=1, verbosity=0)
+    assert camp.frames()[0].energy == pytest.approx(ref.get_potential_energy(), abs=1e-9)

@@ -100,14 +100,28 @@ def check_geometry(numbers: np.ndarray, positions: np.ndarray, min_distance: flo
 # ---------------------------------------------------------------- structures in tasks
 @dataclass
 class Structure:
-    """What a worker needs to label one structure (plain arrays; cheap to pickle)."""
+    """What a worker needs to label one structure (plain arrays; cheap to pickle).
+
+    Per-atom initial charges and magnetic moments are kept as given (an ASE
+    calculator may read them per atom); xTB and DFT use their sums.
+    """
 
     numbers: np.ndarray
     positions: np.ndarray  # Å
     cell: np.ndarray
     pbc: np.ndarray
-    charge: int = 0  # total charge (sum of initial charges)
-    unpaired: int = 0  # unpaired electrons (sum of initial magnetic moments)
+    initial_charges: np.ndarray | None = None
+    initial_magmoms: np.ndarray | None = None
+
+    @property
+    def charge(self) -> int:
+        """Total charge: the sum of the initial charges."""
+        return 0 if self.initial_charges is None else int(round(float(np.sum(self.initial_charges))))
+
+    @property
+    def unpaired(self) -> int:
+        """Unpaired electrons: the sum of the initial magnetic moments."""
+        return 0 if self.initial_magmoms is None else int(round(float(np.sum(self.initial_magmoms))))
 
     @classmethod
     def from_atoms(cls, atoms) -> "Structure":
@@ -116,22 +130,18 @@ class Structure:
             positions=np.asarray(atoms.positions, dtype=np.float64),
             cell=np.asarray(atoms.cell[:], dtype=np.float64),
             pbc=np.asarray(atoms.pbc, dtype=bool),
-            charge=int(round(float(atoms.get_initial_charges().sum()))),
-            unpaired=int(round(float(atoms.get_initial_magnetic_moments().sum()))),
+            initial_charges=atoms.arrays["initial_charges"].copy() if "initial_charges" in atoms.arrays else None,
+            initial_magmoms=atoms.arrays["initial_magmoms"].copy() if "initial_magmoms" in atoms.arrays else None,
         )
 
     def to_atoms(self):
         from ase import Atoms
 
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
-        if self.charge:
-            charges = np.zeros(len(atoms))
-            charges[0] = self.charge
-            atoms.set_initial_charges(charges)
-        if self.unpaired:
-            moms = np.zeros(len(atoms))
-            moms[0] = self.unpaired
-            atoms.set_initial_magnetic_moments(moms)
+        if self.initial_charges is not None:
+            atoms.set_initial_charges(self.initial_charges)
+        if self.initial_magmoms is not None:
+            atoms.set_initial_magnetic_moments(self.initial_magmoms)
         return atoms
 
 

@@ -347,8 +347,8 @@ class Campaign:
                 positions=db.deblob(positions, shape=(-1, 3)).copy(),
                 cell=db.deblob(cell, shape=(3, 3)).copy(),
                 pbc=(pbc & np.array([1, 2, 4])).astype(bool),
-                charge=int(round(float(db.deblob(charges).sum()))) if charges is not None else 0,
-                unpaired=int(round(float(db.deblob(magmoms).sum()))) if magmoms is not None else 0,
+                initial_charges=db.deblob(charges).copy() if charges is not None else None,
+                initial_magmoms=db.deblob(magmoms).copy() if magmoms is not None else None,
             )
         return out
 
