@@ -43,6 +43,20 @@ def write_split(frames_path: Path, n_train: int, n_valid: int, seed: int, workdi
     return paths
 
 
+def split_for(dataset: str, n: int, seed: int, workdir: Path) -> tuple[dict, Path]:
+    """Train/valid/test files and the E0 file for one dataset and training-set size."""
+    if dataset == "ethanol":
+        n_valid = 50 if n <= 900 else 25  # 1000 frames in all: with 950 training, 25 validate and 25 test
+        return write_split(require_shared("ethanol", "train.xyz"), n, n_valid, seed, workdir), require_shared("ethanol", "isolated_atoms.xyz")
+    train, test = require_shared("acac", "train_300K.xyz"), require_shared("acac", "test_MD_300K.xyz")
+    if n > 450:
+        raise SystemExit("acac: at most 450 training frames (50 of the 500 validate)")
+    paths = write_split(train, n, 50, seed, workdir, n_test=0)
+    paths["test"] = workdir / "test.xyz"
+    ase.io.write(paths["test"], ase.io.read(test, ":"), format="extxyz")
+    return paths, require_shared("acac", "isolated_atoms.xyz")
+
+
 def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str = "painn", seed: int = 0,
                    options: dict | None = None, dens: dict | None = None, max_epochs: int = 100000, threads: int = 2,
                    training: dict | None = None) -> dict:

@@ -17,24 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from common import print_table, require_shared, save_json, train_forcefit, write_split
+from common import print_table, save_json, split_for, train_forcefit
 
 
 def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
+    """ethanol50 / ethanol950 (rMD17 frames) or acac (450 of train_300K.xyz → test_MD_300K.xyz)."""
     if name.startswith("ethanol"):
-        n = int(name.removeprefix("ethanol"))
-        frames, e0s = require_shared("ethanol", "train.xyz"), require_shared("ethanol", "isolated_atoms.xyz")
-        n_valid = 50 if n <= 900 else 25
-        return write_split(frames, n, n_valid, seed, work / f"{name}_{seed}"), e0s
+        return split_for("ethanol", int(name.removeprefix("ethanol")), seed, work / f"{name}_{seed}")
     if name == "acac":
-        import ase.io
-
-        train, test = require_shared("acac", "train_300K.xyz"), require_shared("acac", "test_MD_300K.xyz")
-        e0s = require_shared("acac", "isolated_atoms.xyz")
-        split = write_split(train, 450, 50, seed, work / f"acac_{seed}", n_test=0)
-        split["test"] = work / f"acac_{seed}" / "test.xyz"
-        ase.io.write(split["test"], ase.io.read(test, ":"), format="extxyz")
-        return split, e0s
+        return split_for("acac", 450, seed, work / f"acac_{seed}")
     raise SystemExit(f"unknown dataset {name}")
 
 

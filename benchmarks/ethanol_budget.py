@@ -1,6 +1,7 @@
 """Ethanol (rMD17 DFT) under a fixed wall-time budget: forcefit backbones vs MACE, side by side.
 
-    python benchmarks/ethanol_budget.py [--minutes 10] [--sizes 50 950] [--models painn] [--with-mace]
+    python benchmarks/ethanol_budget.py [--minutes 10] [--sizes 50 950] [--models painn equivariant-ace] [--with-mace]
+    python benchmarks/ethanol_budget.py --dataset acac [--models ...] [--with-mace]
 
 Train on 50 and on 950 frames of ../shared/data/ethanol/train.xyz (validate on
 50 others, test on the rest; with 950 training frames only 50 remain, so 25
@@ -8,6 +9,8 @@ validate and 25 test), then print test energy/force MAE, training structures
 per second and MD steps per second for one molecule through the ASE calculator.
 With --with-mace, MACE (32x0e+32x1o, r_max 5, float32) runs on the same files
 and budget in its own virtual environment, and ratios to it are printed.
+With --dataset acac the same comparison runs on acetylacetone: train on 450 frames
+of acac/train_300K.xyz (50 others validate), test on all of acac/test_MD_300K.xyz.
 """
 from __future__ import annotations
 
@@ -15,28 +18,28 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import md_steps_per_second, print_table, require_shared, save_json, train_forcefit, write_split
+from common import md_steps_per_second, print_table, save_json, split_for, train_forcefit
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget per run")
-    p.add_argument("--sizes", type=int, nargs="+", default=[50, 950])
+    p.add_argument("--dataset", choices=["ethanol", "acac"], default="ethanol")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="training-set sizes (ethanol: 50 950; acac: 450)")
     p.add_argument("--models", nargs="+", default=["painn"], help="forcefit backbones to run")
     p.add_argument("--with-mace", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/ethanol_budget.json"))
+    p.add_argument("--json", type=Path, default=None, help="default benchmarks/results/<dataset>_budget.json")
     args = p.parse_args()
+    args.sizes = args.sizes or ([50, 950] if args.dataset == "ethanol" else [450])
+    args.json = args.json or Path(f"benchmarks/results/{args.dataset}_budget.json")
 
-    frames = require_shared("ethanol", "train.xyz")
-    e0s = require_shared("ethanol", "isolated_atoms.xyz")
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="ethanol_budget_"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix=f"{args.dataset}_budget_"))
     rows = []
     for n in args.sizes:
-        n_valid, n_test = (50, None) if n <= 900 else (25, None)
-        paths = write_split(frames, n, n_valid, args.seed, work / f"split_{n}", n_test)
+        paths, e0s = split_for(args.dataset, n, args.seed, work / f"split_{n}")
         mace = None
         if args.with_mace:
             from mace_baseline import run_mace
@@ -55,7 +58,8 @@ def main() -> None:
                 row["md_speed_vs_mace"] = r["md_steps_per_s"] / mace["md_steps_per_s"]
             rows.append(row)
             save_json(args.json, rows)
-    print_table(f"ethanol (rMD17 PBE/def2-SVP), {args.minutes:g}-minute budget, {args.threads} threads", rows, [
+    title = "ethanol (rMD17 PBE/def2-SVP)" if args.dataset == "ethanol" else "acetylacetone (PBE-D3/def2-SVP, 300 K)"
+    print_table(f"{title}, {args.minutes:g}-minute budget, {args.threads} threads", rows, [
         ("model", "model", ""), ("n_train", "train frames", "d"), ("epochs", "epochs", ""),
         ("test_energy_mae_meV_per_atom", "E MAE meV/atom", ".2f"), ("test_forces_mae_meV_per_A", "F MAE meV/Å", ".1f"),
         ("train_structures_per_s", "train structs/s", ".0f"), ("md_steps_per_s_eager", "MD steps/s eager", ".0f"), ("md_steps_per_s", "MD steps/s compiled", ".0f"),

@@ -30,7 +30,7 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
     heads = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
     arch = dict(architecture, vector_heads=heads, e0s={int(k): float(v) for k, v in architecture.get("e0s", {}).items()})
     arch["scale"], arch["shift"] = float(potential.scale), float(potential.shift)
-    state = {k: v.detach().cpu() for k, v in potential.state_dict().items() if not _dropped(k, heads)}
+    state = inference_state_dict(potential, arch)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -46,12 +46,23 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
     atomic_torch_save(payload, path)
 
 
-def _dropped(key: str, kept_heads: tuple[str, ...]) -> bool:
-    marker = "backbone.vector_heads."
-    if marker not in key:
-        return False
-    name = key.split(marker, 1)[1].split(".", 1)[0]
-    return name not in kept_heads
+def inference_state_dict(potential: Potential, inference_architecture: dict) -> dict[str, torch.Tensor]:
+    """Weights of ``potential`` for the same model rebuilt with only the inference heads.
+
+    Keys the inference model lacks (a separate noise head) are left out; a backbone whose
+    shared weights change shape (``inference_weights``) cuts them down itself. The result
+    is loaded strictly into the inference model, so a mismatch fails here, at export.
+    """
+    target = build_potential(inference_architecture).to(next(potential.parameters()).dtype)
+    trained = {k: v.detach().cpu() for k, v in potential.state_dict().items()}
+    adapt = getattr(potential.backbone, "inference_weights", None)
+    if adapt is not None:
+        prefix = "backbone."
+        backbone_state = {k[len(prefix):]: v for k, v in trained.items() if k.startswith(prefix)}
+        trained.update({prefix + k: v for k, v in adapt(backbone_state, target.backbone).items()})
+    state = {k: trained[k] for k in target.state_dict() if k in trained}
+    target.load_state_dict(state, strict=True)
+    return state
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Potential:

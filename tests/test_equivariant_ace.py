@@ -242,3 +242,24 @@ def test_training_step_with_create_graph():
     loss.backward()
     missing = [n for n, q in model.named_parameters() if q.grad is None or not torch.isfinite(q.grad).all()]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("kept", [(), ("forces",)])
+@pytest.mark.parametrize("config", [dict(), dict(correlation=2, gate=True, num_layers=3, channels=8), dict(correlation=1, channels=8)])
+def test_dropping_the_noise_head_keeps_every_other_output(kept, config):
+    """Export drops the DeNS head (and, with no head left, the last layer's l > 0 outputs): same energy, forces, heads."""
+    src = make(**config)
+    dst = EquivariantACE(num_species=3, vector_heads=kept, **config).double()
+    state = src.state_dict()
+    state.update(src.inference_weights(state, dst))
+    dst.load_state_dict({k: state[k] for k in dst.state_dict()}, strict=True)
+    assert dst.layers[-1].l_out_max == (1 if kept else 0)
+    pos, species = molecule(seed=3)
+    edges = full_graph(pos, src.cutoff)
+    e1, f1, v1 = evaluate(src, pos, species, edges)
+    e2, f2, v2 = evaluate(dst, pos, species, edges)
+    torch.testing.assert_close(e2, e1, rtol=0, atol=1e-10)
+    torch.testing.assert_close(f2, f1, rtol=0, atol=1e-10)
+    assert set(v2) == set(kept)
+    for name in kept:
+        torch.testing.assert_close(v2[name], v1[name], rtol=0, atol=1e-10)

@@ -135,3 +135,42 @@ def test_cli_errors_are_one_clear_line(tmp_path, args, message, monkeypatch):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2
     assert message in r.output and "Traceback" not in r.output
+
+
+ACE_TINY = {"name": "equivariant-ace", "options": {"channels": 4, "num_layers": 1, "correlation": 2, "radial_hidden": 8}}
+
+
+@pytest.mark.parametrize("direct_forces", [False, True])
+def test_higher_order_backbone_through_training_export_and_calculator(tmp_path, ethanol_xyz, direct_forces):
+    """equivariant-ace with DeNS trains, exports without the noise head, and the calculator matches the model file;
+    a plain-trained model has exactly the same parameters, so DeNS costs nothing at MD time."""
+    from ase.io import read
+
+    model = {**ACE_TINY, "direct_forces": direct_forces}
+    dens_cfg = {**_config(tmp_path, ethanol_xyz, "ace_dens", max_epochs=1), "model": model, "dens": {}}
+    plain_cfg = {**_config(tmp_path, ethanol_xyz, "ace_plain", max_epochs=1), "model": model}
+    dens, plain = forcefit.train(dens_cfg), forcefit.train(plain_cfg)
+    a, b = _params(dens.model_path), _params(plain.model_path)
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert not any("noise" in k for k in a)
+
+    loaded = forcefit.load(dens.model_path, dtype=torch.float64)
+    assert loaded.metadata["config"]["model"]["name"] == "equivariant-ace"
+    assert tuple(loaded.model.backbone.vector_heads) == (("forces",) if direct_forces else ())
+    atoms = read(ethanol_xyz, 3)
+    atoms.calc = loaded.calculator
+    forces = atoms.get_forces()
+    assert forces.shape == (9, 3) and torch.isfinite(torch.as_tensor(forces)).all()
+    if not direct_forces:  # conservative: forces are −dE/dx of the exported model
+        h = 1e-4
+        for atom, axis in ((0, 0), (4, 2)):
+            shifted = atoms.copy()
+            shifted.calc = loaded.calculator
+            pos = shifted.get_positions()
+            pos[atom, axis] += h
+            shifted.set_positions(pos)
+            e_plus = shifted.get_potential_energy()
+            pos[atom, axis] -= 2 * h
+            shifted.set_positions(pos)
+            e_minus = shifted.get_potential_energy()
+            assert forces[atom, axis] == pytest.approx(-(e_plus - e_minus) / (2 * h), abs=1e-5)

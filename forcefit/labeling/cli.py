@@ -75,9 +75,9 @@ def _sample(out, smiles, from_, conformers, method, normal_modes, rattle_stdev, 
     if n < 1 or steps < 1 or every < 1 or temperature < 0:
         raise _bad("--n, --steps and --every must be positive and --temperature non-negative", field="--n/--steps/--every")
     starts = from_smiles(smiles, conformers, seed) if smiles is not None else read_structures(from_)
-    camp = Campaign(out)
     if rattle_stdev is None:
         calc = samplers.make_calculator(method)  # checks the method before any work
+    camp = Campaign(out)
     extra = []
     if (optimise_first and rattle_stdev is None) or add_minimum:
         starts = samplers.optimise(starts, calc if rattle_stdev is None else samplers.make_calculator(method), seed=seed)

@@ -129,8 +129,9 @@ class InteractionLayer(nn.Module):
         self.product = ManyBodyProduct(num_species, channels, l_max, l_out_max, correlation)
         self.linear_out = DegreewiseLinear(l_out_max, channels, channels)
         self.self_connection = DegreewiseLinear(l_out_max, channels, channels)
-        self.gate = gate and l_out_max > 0
-        if self.gate:
+        # SiLU on the scalars whatever l_out_max is (dropping a vector head must not change the energy)
+        self.gate = gate
+        if self.gate and l_out_max > 0:
             self.gate_linear = nn.Linear(channels, channels * l_out_max)
             index = (degree_of_component(l_out_max)[1:] - 1).unsqueeze(-1) * channels + torch.arange(channels)
             self.register_buffer("gate_index", index.reshape(-1), persistent=False)
@@ -160,7 +161,9 @@ class InteractionLayer(nn.Module):
             out = torch.cat([out[:1] + sc, out[1:]])
         else:
             out = out + self.self_connection(h[: self.d_out])
-        if self.gate:
+        if self.gate and self.d_out == 1:
+            out = torch.nn.functional.silu(out)
+        elif self.gate:
             s = out[0]
             g = torch.sigmoid(self.gate_linear(s)).index_select(-1, self.gate_index).view(n, self.d_out - 1, self.channels)
             out = torch.cat([torch.nn.functional.silu(s).unsqueeze(0), out[1:] * g.transpose(0, 1)])
@@ -251,6 +254,31 @@ class EquivariantACE(nn.Module):
             self.register_buffer("l1_to_xyz", basis.T.contiguous().to(torch.get_default_dtype()), persistent=False)
 
     # ----------------------------------------------------------------------------------------------
+    def inference_weights(self, state: dict[str, torch.Tensor], target: "EquivariantACE") -> dict[str, torch.Tensor]:
+        """The weights of ``state`` (this model's) that change shape in ``target``, the same model built
+        with fewer vector heads (the DeNS noise head is dropped at export).
+
+        Heads share one gate matmul, so the kept heads' rows are cut out; with no head
+        left the last layer stops at l = 0, keeping only its l = 0 paths and degrees.
+        Every output the target computes is unchanged (CG normalisation is per output degree).
+        """
+        out: dict[str, torch.Tensor] = {}
+        keep = [self.vector_heads.index(h) for h in target.vector_heads]
+        if keep:
+            rows = torch.cat([torch.arange(k * self.channels, (k + 1) * self.channels) for k in keep])
+            out["vector_gate.weight"] = state["vector_gate.weight"][rows]
+            out["vector_gate.bias"] = state["vector_gate.bias"][rows]
+            out["vector_weights"] = state["vector_weights"][keep]
+        src, dst, last = self.layers[-1], target.layers[-1], f"layers.{self.num_layers - 1}"
+        if dst.l_out_max != src.l_out_max:
+            for name in ("linear_out.weight", "self_connection.weight"):
+                out[f"{last}.{name}"] = state[f"{last}.{name}"][: dst.l_out_max + 1]
+            if len(src.product.products):
+                k = len(src.product.products) - 1
+                paths = [src.product.products[k].paths.index(p) for p in dst.product.products[k].paths]
+                out[f"{last}.product.weights.{k}"] = state[f"{last}.product.weights.{k}"][paths]
+        return out
+
     @torch.no_grad()
     def _init_radial_trunk(self) -> None:
         """Second-moment-preserving init (as e3nn's FullyConnectedNet): radial weights of order one.
