@@ -39,7 +39,7 @@ def train(
     max_train: Optional[int] = typer.Option(None, "--max-train", help="Use a seeded subset of at most this many training frames."),
     e0s: Optional[str] = typer.Option(None, "--e0s", help="Reference energies: 'least_squares' (default), 'zero', or a file of isolated atoms."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run configuration; command-line flags override it."),
-    model: Optional[str] = typer.Option(None, "--model", help="Backbone: 'painn' (default, fast) or a higher-order e3nn model."),
+    model: Optional[str] = typer.Option(None, "--model", help="Backbone: 'painn' (default, fast, l ≤ 1) or 'equivariant-ace' (MACE-style, l_max 2)."),
     cutoff: Optional[float] = typer.Option(None, "--cutoff", help="Neighbour cutoff in Å (default 5)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 (default) or float64."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Maximum number of epochs (default 300)."),

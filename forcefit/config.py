@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -30,12 +30,34 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = Field("painn", description="Backbone: 'painn' (fast, l<=1) or a higher-order e3nn model.")
+    name: str = Field("painn", description="Backbone: 'painn' (fast, l<=1) or 'equivariant-ace' (MACE-style many-body, l_max 2).")
     cutoff: float = Field(5.0, gt=0, description="Neighbour cutoff in Å.")
     dtype: Literal["float32", "float64"] = "float32"
     zbl: bool = Field(False, description="Add ZBL short-range repulsion.")
     direct_forces: bool = Field(False, description="Predict forces with a vector head instead of -dE/dx.")
     options: dict[str, Any] = Field(default_factory=dict, description="Backbone hyperparameters, e.g. {features: 64, num_layers: 3}.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        from .models.registry import BACKBONES
+
+        if v not in BACKBONES:
+            raise ValueError(f"unknown model '{v}'; choose one of: {', '.join(sorted(BACKBONES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_options(self) -> "ModelConfig":
+        import inspect
+
+        from .models.registry import backbone_class
+
+        params = inspect.signature(backbone_class(self.name).__init__).parameters
+        allowed = sorted(set(params) - {"self", "num_species", "cutoff", "vector_heads"})
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(f"options {unknown} are not options of model '{self.name}'; it takes: {', '.join(allowed)}")
+        return self
 
 
 class TrainingConfig(_Strict):

@@ -174,3 +174,16 @@ def test_higher_order_backbone_through_training_export_and_calculator(tmp_path, 
             shifted.set_positions(pos)
             e_minus = shifted.get_potential_energy()
             assert forces[atom, axis] == pytest.approx(-(e_plus - e_minus) / (2 * h), abs=1e-5)
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"name": "nope"}, "unknown model 'nope'; choose one of: equivariant-ace, painn"),
+    ({"name": "equivariant-ace", "options": {"chanels": 8}}, "options ['chanels'] are not options of model 'equivariant-ace'"),
+    ({"name": "equivariant-ace", "options": {"l_max": 0}}, "model.options: l_max must be ≥ 1"),
+])
+def test_bad_model_settings_are_one_clear_line(tmp_path, ethanol_xyz, model, message):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": model}))
+    r = CliRunner().invoke(app, ["train", "--train", str(ethanol_xyz), "--config", str(tmp_path / "run.yaml"),
+                                 "--max-epochs", "1", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert r.exit_code == 2
+    assert message in r.output and "Traceback" not in r.output

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..data import Collater, GraphDataset
 from ..model_file import save_model
 from ..models.build import build_potential
@@ -83,7 +83,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
                        f"{forceless} have no forces and train without denoising")
     dtype = getattr(torch, config.model.dtype)
     architecture = architecture_of(config, data)
-    potential = build_potential(architecture).to(dtype)
+    try:
+        potential = build_potential(architecture).to(dtype)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.options: {exc}") from None
     module = ForceFieldModule(potential, make_objective(config, data), t, seed=config.seed)
 
     collate = Collater(dtype)
