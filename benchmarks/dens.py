@@ -1,13 +1,15 @@
 """DeNS on and off, side by side: same model, same frames, same seeds.
 
     python benchmarks/dens.py [--datasets ethanol950 ethanol50 acac] [--model NAME]
-                              [--epochs 60] [--minutes 5] [--seeds 0 1]
+                              [--epochs 60] [--minutes 5] [--seeds 0 1] [--loss published|mse]
 
 Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
 (--minutes). Prints test force/energy MAE, the relative change with DeNS and
 the training-time overhead (seconds per epoch, DeNS / plain).
 Datasets: ethanol (rMD17) with 950 or 50 training frames, acetylacetone
-(train_300K.xyz → test_MD_300K.xyz).
+(train_300K.xyz → test_MD_300K.xyz). Both runs of a pair use the same supervised loss:
+by default the published DeNS recipe (energy MAE + force L2 norm, λ_E:λ_F = 1:80);
+--loss mse runs both with MSE 1:100 (where λ_DeNS = 5 swamps the force term).
 """
 from __future__ import annotations
 
@@ -37,10 +39,14 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5.0, help="equal-wall-time comparison (0 to skip)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--loss", choices=["published", "mse"], default="published",
+                   help="supervised loss of both runs: published DeNS recipe (energy MAE + force L2 norm, 1:80) or MSE 1:100")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dens_bench_"))
+    loss = ({"energy_loss": "mae", "forces_loss": "l2", "energy_weight": 1.0, "forces_weight": 80.0} if args.loss == "published"
+            else {"energy_loss": "mse", "forces_loss": "mse", "energy_weight": 1.0, "forces_weight": 100.0})
     rows = []
     modes = [m for m in (("epochs", args.epochs), ("minutes", args.minutes)) if m[1]]
     for name in args.datasets:
@@ -52,7 +58,7 @@ def main() -> None:
                     budget = {"max_epochs": int(amount), "minutes": None} if mode == "epochs" else {"minutes": amount}
                     r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{int(use_dens)}", budget["minutes"],
                                        model=args.model, seed=seed, dens={} if use_dens else None,
-                                       max_epochs=budget.get("max_epochs", 100000), threads=args.threads)
+                                       max_epochs=budget.get("max_epochs", 100000), threads=args.threads, training=loss)
                     r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
                     results[use_dens].append(r)
             plain, dens = ({k: float(np.mean([r[k] for r in results[d]])) for k in results[d][0] if k != "model_path"} for d in (False, True))
@@ -66,7 +72,7 @@ def main() -> None:
                 "overhead_pct": 100 * (dens["s_per_epoch"] / plain["s_per_epoch"] - 1),
             })
             save_json(args.json, rows)
-    print_table(f"DeNS vs plain training, model {args.model}", rows, [
+    print_table(f"DeNS vs plain training, model {args.model}, {args.loss} loss", rows, [
         ("dataset", "data", ""), ("budget", "budget", ""), ("seeds", "seeds", "d"),
         ("F_plain", "F MAE plain", ".1f"), ("F_dens", "F MAE DeNS", ".1f"), ("F_change_pct", "ΔF %", "+.1f"),
         ("E_plain", "E MAE plain", ".2f"), ("E_dens", "E MAE DeNS", ".2f"), ("E_change_pct", "ΔE %", "+.1f"),

@@ -67,8 +67,12 @@ class TrainingConfig(_Strict):
     eval_batch_size: int = Field(32, gt=0)
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    energy_weight: float = Field(1.0, ge=0, description="Weight of the per-atom energy MSE (eV²/atom²).")
-    forces_weight: float = Field(100.0, ge=0, description="Weight of the force MSE (eV²/Å²).")
+    energy_loss: Literal["mse", "mae"] | None = Field(
+        None, description="Per-atom energy loss: 'mse' (default) or 'mae' (default with DeNS, as published).")
+    forces_loss: Literal["mse", "l2"] | None = Field(
+        None, description="Force loss: 'mse' of components (default) or 'l2', the mean per-atom norm ‖F̂−F‖ (default with DeNS).")
+    energy_weight: float | None = Field(None, ge=0, description="λ_E (default 1).")
+    forces_weight: float | None = Field(None, ge=0, description="λ_F (default 100 with MSE forces, 80 with DeNS as published).")
     ema_decay: float | None = Field(0.99, ge=0, lt=1, description="EMA of weights used for validation and export; null disables.")
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: float = Field(1.0, ge=0)
@@ -102,6 +106,19 @@ class RunConfig(_Strict):
     dens: DensConfig | None = None
     seed: int = 0
     out: str = "runs/default"
+
+    @model_validator(mode="after")
+    def _resolve_losses(self) -> "RunConfig":
+        """Unset loss settings take the plain defaults (MSE, 1:100) or, with DeNS, the published
+        small-molecule recipe (energy MAE, force L2 norm, 1:80): the noise term's weight λ_DeNS = 5 is
+        only balanced against forces on that scale (with MSE forces it swamps them ~50×)."""
+        t, dens = self.training, self.dens is not None
+        defaults = {"energy_loss": "mae" if dens else "mse", "forces_loss": "l2" if dens else "mse",
+                    "energy_weight": 1.0, "forces_weight": 80.0 if dens else 100.0}
+        for key, value in defaults.items():
+            if getattr(t, key) is None:
+                setattr(t, key, value)
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":

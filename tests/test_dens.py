@@ -64,6 +64,34 @@ def test_loss_matches_hand_computation():
     assert metrics["dens_position_mae"].item() == pytest.approx(np.abs(pred * sigma - target * sigma).mean(), rel=1e-12)
 
 
+def test_published_loss_form_matches_hand_computation():
+    """Energy MAE per atom + per-atom force norm (the DeNS/Equiformer recipe) on the same tiny case."""
+    batch = _tiny_batch()
+    eps = torch.zeros(4, 3, dtype=torch.float64)
+    eps[0] = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
+    corruption = Corruption(torch.tensor([True, False]), torch.tensor([True, False, False, False]), eps)
+    loss, _ = dens_loss(QuadraticModel(), batch, corruption, 0.05, 1.0, 80.0, 5.0, cutoff=5.0, forces_kind="l2", energy_kind="mae")
+    a, b = 0.5, 2.0
+    e0 = a * (0.01**2 + 0.02**2 + 0.03**2) + a * 1.0
+    e1 = a * 1.0 + a * (1.0 + 1.5**2)
+    loss_e = (abs(e0 - 0.2) / 2 + abs(e1 - 1.0) / 2) / 2
+    # force errors on the three uncorrupted atoms: (−0.9, 0, 0), (0, −1, −0.3), (0, −1, −1.2)
+    loss_f = (0.9 + math.sqrt(1.0 + 0.3**2) + math.sqrt(1.0 + 1.2**2)) / 3
+    loss_dn = float(np.linalg.norm(np.array([b * 0.1, 0, 0]) - np.array([0.01, -0.02, 0.03]) / 0.05))
+    assert loss.item() == pytest.approx(loss_e + 80.0 * loss_f + 5.0 * loss_dn, rel=1e-12)
+
+
+def test_dens_defaults_to_the_published_loss_recipe_unless_set():
+    from forcefit.config import build_config
+
+    plain, dens = build_config({}), build_config({"dens": {}})
+    assert (plain.training.energy_loss, plain.training.forces_loss, plain.training.forces_weight) == ("mse", "mse", 100.0)
+    assert (dens.training.energy_loss, dens.training.forces_loss, dens.training.forces_weight) == ("mae", "l2", 80.0)
+    mixed = build_config({"dens": {}, "training": {"forces_loss": "mse", "forces_weight": 10}})
+    assert (mixed.training.energy_loss, mixed.training.forces_loss, mixed.training.forces_weight) == ("mae", "mse", 10.0)
+    again = build_config(dens.model_dump())  # a saved config (resume) keeps its resolved values
+    assert again.training == dens.training
+
 def test_tiny_sigma_full_corruption_target_is_displacement_over_sigma():
     batch = batch_from_frames([Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers, energy=0.0, forces=np.ones((9, 3)))] * 3, 5.0, torch.float64)
     sigma = 1e-9

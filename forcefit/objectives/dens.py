@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.neighbors import rebuild_edges
-from .losses import energy_mse, forces_loss, per_atom_energy_error
+from .losses import energy_loss, forces_loss, per_atom_energy_error
 
 NOISE_HEAD = "noise"
 
@@ -48,7 +48,7 @@ def sample_corruption(batch: dict, p: float, ratio: float, sigma: float, per_bat
 
 
 def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_weight: float, forces_weight: float,
-              dens_weight: float, cutoff: float, force_scale: float = 1.0, forces_kind: str = "mse"):
+              dens_weight: float, cutoff: float, force_scale: float = 1.0, forces_kind: str = "mse", energy_kind: str = "mse"):
     """Loss of one DeNS step for a fixed corruption (deterministic, so it can be checked by hand).
 
     loss = λ_E·L_E + λ_F·L_F(uncorrupted atoms) + λ_DeNS·mean_corrupted ‖ε̂ − ε/σ‖
@@ -59,7 +59,7 @@ def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_w
         noisy = rebuild_edges(noisy, cutoff)
     condition = batch["forces"] * corruption.atoms.unsqueeze(-1).to(batch["forces"].dtype) / force_scale
     out = model(noisy, compute_forces=forces_weight > 0, force_condition=condition)
-    loss_e = energy_mse(out, batch)
+    loss_e = energy_loss(out, batch, kind=energy_kind)
     loss = energy_weight * loss_e
     metrics = {"loss_energy": loss_e.detach()}
     clean = ~corruption.atoms
@@ -96,11 +96,12 @@ def _split_metrics(out: dict, batch: dict, corruption: Corruption) -> dict:
 class DensObjective:
     """Training objective with DeNS mixed into energy + force regression."""
 
-    def __init__(self, cfg, energy_weight: float, forces_weight: float, cutoff: float, force_rms: float = 1.0, forces_kind: str = "mse"):
+    def __init__(self, cfg, energy_weight: float, forces_weight: float, cutoff: float, force_rms: float = 1.0,
+                 forces_kind: str = "mse", energy_kind: str = "mse"):
         self.cfg = cfg
         self.energy_weight, self.forces_weight, self.cutoff = energy_weight, forces_weight, cutoff
         self.force_scale = force_rms if cfg.normalize_forces else 1.0
-        self.forces_kind = forces_kind
+        self.forces_kind, self.energy_kind = forces_kind, energy_kind
 
     def weight(self, progress: float) -> float:
         """λ_DeNS, decayed linearly to zero over training when ``decay`` is set."""
@@ -112,7 +113,7 @@ class DensObjective:
         c = self.cfg
         corruption = sample_corruption(batch, c.p, c.ratio, c.sigma, c.per_batch, generator)
         loss, metrics = dens_loss(model, batch, corruption, c.sigma, self.energy_weight, self.forces_weight,
-                                  self.weight(progress), self.cutoff, self.force_scale, self.forces_kind)
+                                  self.weight(progress), self.cutoff, self.force_scale, self.forces_kind, self.energy_kind)
         metrics["dens_weight"] = torch.tensor(self.weight(progress))
         metrics["dens_fraction"] = corruption.structures.float().mean()
         return loss, metrics

@@ -11,12 +11,20 @@ def per_atom_energy_error(out: dict, batch: dict) -> torch.Tensor:
     return (out["energy"] - batch["energy"]) / batch["num_atoms"].to(out["energy"].dtype)
 
 
-def energy_mse(out: dict, batch: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean over structures with energies of the squared per-atom energy error."""
+def energy_loss(out: dict, batch: dict, mask: torch.Tensor | None = None, kind: str = "mse") -> torch.Tensor:
+    """Weighted mean over structures with energies of the per-atom energy error, squared (``'mse'``)
+    or absolute (``'mae'``, the DeNS/Equiformer loss)."""
     w = batch["weight"] * batch["has_energy"].to(batch["weight"].dtype)
     if mask is not None:
         w = w * mask.to(w.dtype)
-    return (w * per_atom_energy_error(out, batch) ** 2).sum() / w.sum().clamp_min(1e-12)
+    err = per_atom_energy_error(out, batch)
+    per_structure = err**2 if kind == "mse" else err.abs()
+    return (w * per_structure).sum() / w.sum().clamp_min(1e-12)
+
+
+def energy_mse(out: dict, batch: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean over structures with energies of the squared per-atom energy error."""
+    return energy_loss(out, batch, mask, "mse")
 
 
 def forces_loss(out: dict, batch: dict, atom_mask: torch.Tensor | None = None, kind: str = "mse") -> torch.Tensor:

@@ -41,8 +41,9 @@ def make_objective(config: RunConfig, data: RunData):
     if config.dens is not None:
         from ..objectives.dens import DensObjective
 
-        return DensObjective(config.dens, t.energy_weight, t.forces_weight, cutoff=config.model.cutoff, force_rms=data.scale)
-    return EnergyForcesObjective(t.energy_weight, t.forces_weight)
+        return DensObjective(config.dens, t.energy_weight, t.forces_weight, cutoff=config.model.cutoff, force_rms=data.scale,
+                             forces_kind=t.forces_loss, energy_kind=t.energy_loss)
+    return EnergyForcesObjective(t.energy_weight, t.forces_weight, forces_kind=t.forces_loss, energy_kind=t.energy_loss)
 
 
 def architecture_of(config: RunConfig, data: RunData) -> dict:
