@@ -2,6 +2,7 @@
 
     python benchmarks/dens.py [--datasets ethanol950 ethanol50 acac] [--model NAME]
                               [--epochs 60] [--minutes 5] [--seeds 0 1] [--loss published|mse]
+                              [--variants '{}' '{"weight": 1}' ...]
 
 Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
 (--minutes). Prints test force/energy MAE, the relative change with DeNS and
@@ -14,6 +15,7 @@ by default the published DeNS recipe (energy MAE + force L2 norm, λ_E:λ_F = 1:
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -41,8 +43,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--loss", choices=["published", "mse"], default="published",
                    help="supervised loss of both runs: published DeNS recipe (energy MAE + force L2 norm, 1:80) or MSE 1:100")
+    p.add_argument("--variants", nargs="+", default=["{}"],
+                   help='DeNS settings to compare with the one plain run, as JSON, e.g. \'{}\' \'{"weight": 1}\' \'{"p": 0.1}\'')
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
     args = p.parse_args()
+    variants = [json.loads(v) for v in args.variants]
 
     work = Path(tempfile.mkdtemp(prefix="dens_bench_"))
     loss = ({"energy_loss": "mae", "forces_loss": "l2", "energy_weight": 1.0, "forces_weight": 80.0} if args.loss == "published"
@@ -51,29 +56,35 @@ def main() -> None:
     modes = [m for m in (("epochs", args.epochs), ("minutes", args.minutes)) if m[1]]
     for name in args.datasets:
         for mode, amount in modes:
-            results = {False: [], True: []}
+            results = {"plain": [], **{json.dumps(v): [] for v in variants}}
             for seed in args.seeds:
                 paths, e0s = dataset(name, seed, work)
-                for use_dens in (False, True):
+                for key in results:
                     budget = {"max_epochs": int(amount), "minutes": None} if mode == "epochs" else {"minutes": amount}
-                    r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{int(use_dens)}", budget["minutes"],
-                                       model=args.model, seed=seed, dens={} if use_dens else None,
+                    r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{list(results).index(key)}",
+                                       budget["minutes"], model=args.model, seed=seed,
+                                       dens=None if key == "plain" else json.loads(key),
                                        max_epochs=budget.get("max_epochs", 100000), threads=args.threads, training=loss)
                     r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
-                    results[use_dens].append(r)
-            plain, dens = ({k: float(np.mean([r[k] for r in results[d]])) for k in results[d][0] if k != "model_path"} for d in (False, True))
-            rows.append({
-                "dataset": name, "budget": f"{amount:g} {mode}", "seeds": len(args.seeds),
-                "F_plain": plain["test_forces_mae_meV_per_A"], "F_dens": dens["test_forces_mae_meV_per_A"],
-                "F_change_pct": 100 * (dens["test_forces_mae_meV_per_A"] / plain["test_forces_mae_meV_per_A"] - 1),
-                "E_plain": plain["test_energy_mae_meV_per_atom"], "E_dens": dens["test_energy_mae_meV_per_atom"],
-                "E_change_pct": 100 * (dens["test_energy_mae_meV_per_atom"] / plain["test_energy_mae_meV_per_atom"] - 1),
-                "epochs_plain": plain["epochs"], "epochs_dens": dens["epochs"],
-                "overhead_pct": 100 * (dens["s_per_epoch"] / plain["s_per_epoch"] - 1),
-            })
+                    results[key].append(r)
+            mean = {key: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for key, rs in results.items()}
+            plain = mean["plain"]
+            for key in results:
+                if key == "plain":
+                    continue
+                dens = mean[key]
+                rows.append({
+                    "dataset": name, "budget": f"{amount:g} {mode}", "seeds": len(args.seeds), "dens": "defaults" if key == "{}" else key,
+                    "F_plain": plain["test_forces_mae_meV_per_A"], "F_dens": dens["test_forces_mae_meV_per_A"],
+                    "F_change_pct": 100 * (dens["test_forces_mae_meV_per_A"] / plain["test_forces_mae_meV_per_A"] - 1),
+                    "E_plain": plain["test_energy_mae_meV_per_atom"], "E_dens": dens["test_energy_mae_meV_per_atom"],
+                    "E_change_pct": 100 * (dens["test_energy_mae_meV_per_atom"] / plain["test_energy_mae_meV_per_atom"] - 1),
+                    "epochs_plain": plain["epochs"], "epochs_dens": dens["epochs"],
+                    "overhead_pct": 100 * (dens["s_per_epoch"] / plain["s_per_epoch"] - 1),
+                })
             save_json(args.json, rows)
     print_table(f"DeNS vs plain training, model {args.model}, {args.loss} loss", rows, [
-        ("dataset", "data", ""), ("budget", "budget", ""), ("seeds", "seeds", "d"),
+        ("dataset", "data", ""), ("budget", "budget", ""), ("seeds", "seeds", "d"), ("dens", "DeNS settings", ""),
         ("F_plain", "F MAE plain", ".1f"), ("F_dens", "F MAE DeNS", ".1f"), ("F_change_pct", "ΔF %", "+.1f"),
         ("E_plain", "E MAE plain", ".2f"), ("E_dens", "E MAE DeNS", ".2f"), ("E_change_pct", "ΔE %", "+.1f"),
         ("epochs_plain", "epochs plain", ".0f"), ("epochs_dens", "epochs DeNS", ".0f"), ("overhead_pct", "time/epoch overhead %", "+.1f"),
