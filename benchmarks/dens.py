@@ -45,6 +45,7 @@ def main() -> None:
                    help="supervised loss of both runs: published DeNS recipe (energy MAE + force L2 norm, 1:80) or MSE 1:100")
     p.add_argument("--variants", nargs="+", default=["{}"],
                    help='DeNS settings to compare with the one plain run, as JSON, e.g. \'{}\' \'{"weight": 1}\' \'{"p": 0.1}\'')
+    p.add_argument("--training", default="{}", help='extra training settings for both runs, as JSON, e.g. \'{"grad_clip": null}\'')
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
     args = p.parse_args()
     variants = [json.loads(v) for v in args.variants]
@@ -52,6 +53,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dens_bench_"))
     loss = ({"energy_loss": "mae", "forces_loss": "l2", "energy_weight": 1.0, "forces_weight": 80.0} if args.loss == "published"
             else {"energy_loss": "mse", "forces_loss": "mse", "energy_weight": 1.0, "forces_weight": 100.0})
+    loss = {**loss, **json.loads(args.training)}
     rows = []
     modes = [m for m in (("epochs", args.epochs), ("minutes", args.minutes)) if m[1]]
     for name in args.datasets:

@@ -58,6 +58,8 @@ def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_w
         noisy["positions"] = batch["positions"] + corruption.noise
         noisy = rebuild_edges(noisy, cutoff)
     condition = batch["forces"] * corruption.atoms.unsqueeze(-1).to(batch["forces"].dtype) / force_scale
+    if not corruption.atoms.any():
+        condition = None  # an all-zero condition adds nothing; None lets a backbone take its cheaper first layer
     out = model(noisy, compute_forces=forces_weight > 0, force_condition=condition)
     loss_e = energy_loss(out, batch, kind=energy_kind)
     loss = energy_weight * loss_e
