@@ -58,25 +58,23 @@ def main() -> None:
     modes = [m for m in (("epochs", args.epochs), ("minutes", args.minutes)) if m[1]]
     for name in args.datasets:
         for mode, amount in modes:
-            results = {"plain": [], **{json.dumps(v): [] for v in variants}}
+            budget = {"max_epochs": int(amount), "minutes": None} if mode == "epochs" else {"max_epochs": 100000, "minutes": amount}
+            runs = [("plain", None)] + [("defaults" if not v else json.dumps(v), v) for v in variants]  # (label, DeNS settings)
+            results = {label: [] for label, _ in runs}
             for seed in args.seeds:
                 paths, e0s = dataset(name, seed, work)
-                for key in results:
-                    budget = {"max_epochs": int(amount), "minutes": None} if mode == "epochs" else {"minutes": amount}
-                    r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{list(results).index(key)}",
-                                       budget["minutes"], model=args.model, seed=seed,
-                                       dens=None if key == "plain" else json.loads(key),
-                                       max_epochs=budget.get("max_epochs", 100000), threads=args.threads, training=loss)
+                for k, (label, dens_settings) in enumerate(runs):
+                    r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{k}", budget["minutes"], model=args.model,
+                                       seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"], threads=args.threads,
+                                       training=loss)
                     r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
-                    results[key].append(r)
-            mean = {key: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for key, rs in results.items()}
+                    results[label].append(r)
+            mean = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for label, rs in results.items()}
             plain = mean["plain"]
-            for key in results:
-                if key == "plain":
-                    continue
-                dens = mean[key]
+            for label, _ in runs[1:]:
+                dens = mean[label]
                 rows.append({
-                    "dataset": name, "budget": f"{amount:g} {mode}", "seeds": len(args.seeds), "dens": "defaults" if key == "{}" else key,
+                    "dataset": name, "budget": f"{amount:g} {mode}", "seeds": len(args.seeds), "dens": label,
                     "F_plain": plain["test_forces_mae_meV_per_A"], "F_dens": dens["test_forces_mae_meV_per_A"],
                     "F_change_pct": 100 * (dens["test_forces_mae_meV_per_A"] / plain["test_forces_mae_meV_per_A"] - 1),
                     "E_plain": plain["test_energy_mae_meV_per_atom"], "E_dens": dens["test_energy_mae_meV_per_atom"],

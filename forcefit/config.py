@@ -40,10 +40,9 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
-        from .models.registry import BACKBONES
+        from .models.registry import backbone_class
 
-        if v not in BACKBONES:
-            raise ValueError(f"unknown model '{v}'; choose one of: {', '.join(sorted(BACKBONES))}")
+        backbone_class(v)  # raises the registry's "unknown model" error
         return v
 
     @model_validator(mode="after")
@@ -71,7 +70,7 @@ class TrainingConfig(_Strict):
         None, description="Per-atom energy loss: 'mse' (default) or 'mae' (default with DeNS, as published).")
     forces_loss: Literal["mse", "l2"] | None = Field(
         None, description="Force loss: 'mse' of components (default) or 'l2', the mean per-atom norm ‖F̂−F‖ (default with DeNS).")
-    energy_weight: float | None = Field(None, ge=0, description="λ_E (default 1).")
+    energy_weight: float = Field(1.0, ge=0, description="λ_E.")
     forces_weight: float | None = Field(None, ge=0, description="λ_F (default 100 with MSE forces, 80 with DeNS as published).")
     ema_decay: float | None = Field(0.99, ge=0, lt=1, description="EMA of weights used for validation and export; null disables.")
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
@@ -114,7 +113,7 @@ class RunConfig(_Strict):
         only balanced against forces on that scale (with MSE forces it swamps them ~50×)."""
         t, dens = self.training, self.dens is not None
         defaults = {"energy_loss": "mae" if dens else "mse", "forces_loss": "l2" if dens else "mse",
-                    "energy_weight": 1.0, "forces_weight": 80.0 if dens else 100.0}
+                    "forces_weight": 80.0 if dens else 100.0}
         for key, value in defaults.items():
             if getattr(t, key) is None:
                 setattr(t, key, value)

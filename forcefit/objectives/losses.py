@@ -22,11 +22,6 @@ def energy_loss(out: dict, batch: dict, mask: torch.Tensor | None = None, kind: 
     return (w * per_structure).sum() / w.sum().clamp_min(1e-12)
 
 
-def energy_mse(out: dict, batch: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean over structures with energies of the squared per-atom energy error."""
-    return energy_loss(out, batch, mask, "mse")
-
-
 def forces_loss(out: dict, batch: dict, atom_mask: torch.Tensor | None = None, kind: str = "mse") -> torch.Tensor:
     """Mean over atoms (of structures with forces, optionally masked) of the force error.
 
