@@ -78,7 +78,18 @@ class TrainingConfig(_Strict):
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     grad_clip: float | None = Field(10.0, gt=0)
     patience: int | None = Field(None, gt=0, description="Early-stopping patience in epochs (null: off).")
+    val_interval: int | Literal["auto"] = Field(
+        "auto", description="Validate every N epochs; 'auto' validates about every 200 training structures "
+        "(every epoch from 200 frames up), so tiny training sets do not spend their budget validating.")
     device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+
+    @field_validator("val_interval")
+    @classmethod
+    def _positive_interval(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("must be 'auto' or a whole number of epochs ≥ 1")
+        return v
+
     devices: int | Literal["auto"] = 1
     strategy: Literal["auto", "ddp"] = "auto"
     num_workers: int = Field(0, ge=0)

@@ -32,9 +32,10 @@ def _params(model_path):
 
 
 def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
-    full = forcefit.train(_config(tmp_path, ethanol_xyz, "full", max_epochs=4))
+    # validating (and so checkpointing) every 2 epochs: the kill at the start of epoch 2 resumes from epoch 1's end
+    full = forcefit.train(_config(tmp_path, ethanol_xyz, "full", max_epochs=4, val_interval=2))
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, ethanol_xyz, "killed", max_epochs=4)))
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, ethanol_xyz, "killed", max_epochs=4, val_interval=2)))
     script = textwrap.dedent(f"""
         import os, signal
         import lightning as L
@@ -60,6 +61,22 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     assert resumed.metrics["forces_mae"] == pytest.approx(full.metrics["forces_mae"], rel=1e-4)
+
+
+def test_sparse_validation_still_validates_the_final_epoch(tmp_path, ethanol_xyz):
+    import csv
+
+    from forcefit.training.validation_schedule import validation_interval
+
+    assert validation_interval("auto", 30) == 7 and validation_interval("auto", 950) == 1 and validation_interval(3, 10) == 3
+    result = forcefit.train(_config(tmp_path, ethanol_xyz, "sparse", max_epochs=5))  # 30 frames: 'auto' → every 7
+    rows = list(csv.DictReader(open(result.out / "logs" / "metrics.csv")))
+    validated = sorted({int(r["epoch"]) for r in rows if r.get("val_loss")})
+    assert validated == [4]  # only the final epoch, which the best checkpoint must see
+    assert all(float(r["structures_per_s"]) > 0 for r in rows if r.get("structures_per_s"))
+    every2 = forcefit.train(_config(tmp_path, ethanol_xyz, "every2", max_epochs=5, val_interval=2))
+    rows = list(csv.DictReader(open(every2.out / "logs" / "metrics.csv")))
+    assert sorted({int(r["epoch"]) for r in rows if r.get("val_loss")}) == [1, 3, 4]
 
 
 def test_model_file_round_trip_and_clear_errors(tmp_path, ethanol_xyz):

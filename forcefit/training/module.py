@@ -19,8 +19,9 @@ from .schedule import warmup_cosine
 
 
 class ForceFieldModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, objective, training: TrainingConfig, seed: int = 0):
+    def __init__(self, model: torch.nn.Module, objective, training: TrainingConfig, seed: int = 0, val_interval: int = 1):
         super().__init__()
+        self.val_interval = val_interval  # epochs between validations (plateau scheduler steps with them)
         self.model = model
         self.objective = objective
         self.cfg = training
@@ -30,6 +31,7 @@ class ForceFieldModule(L.LightningModule):
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema_decay), use_buffers=True)
         self._epoch_start = None
         self._epoch_structures = 0
+        self._val_start, self._val_seconds = None, 0.0
 
     # ---- the model used for validation and export
     def averaged_model(self) -> torch.nn.Module:
@@ -65,11 +67,20 @@ class ForceFieldModule(L.LightningModule):
             self.ema.update_parameters(self.model)
 
     def on_train_epoch_start(self):
-        self._epoch_start, self._epoch_structures = time.perf_counter(), 0
+        self._epoch_start, self._epoch_structures, self._val_seconds = time.perf_counter(), 0, 0.0
+
+    def on_validation_epoch_start(self):
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self):
+        if self._val_start is not None:
+            self._val_seconds += time.perf_counter() - self._val_start
 
     def on_train_epoch_end(self):
         if self._epoch_start is not None:
-            rate = self._epoch_structures / max(time.perf_counter() - self._epoch_start, 1e-9)
+            # training throughput: the epoch's wall time without the validation Lightning runs inside it
+            seconds = time.perf_counter() - self._epoch_start - self._val_seconds
+            rate = self._epoch_structures / max(seconds, 1e-9)
             self.log("structures_per_s", rate, prog_bar=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"])
 
@@ -99,7 +110,8 @@ class ForceFieldModule(L.LightningModule):
             return optimizer
         if self.cfg.scheduler == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=10)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "frequency": self.val_interval}}
         warmup = self.cfg.warmup_epochs / max(self.cfg.max_epochs, 1)
         cosine = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda _: warmup_cosine(self.progress(), warmup, self.cfg.min_lr_ratio)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .data_setup import RunData, prepare_data
 from .module import ForceFieldModule
 from .sampler import EpochSeededSampler
+from .validation_schedule import ValidateFinalEpoch, validation_interval
 
 CHECKPOINTS = "checkpoints"
 
@@ -88,7 +90,8 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         potential = build_potential(architecture).to(dtype)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.options: {exc}") from None
-    module = ForceFieldModule(potential, make_objective(config, data), t, seed=config.seed)
+    val_interval = validation_interval(t.val_interval, len(data.train))
+    module = ForceFieldModule(potential, make_objective(config, data), t, seed=config.seed, val_interval=val_interval)
 
     collate = Collater(dtype)
     train_set, valid_set = GraphDataset(data.train, config.model.cutoff), GraphDataset(data.valid, config.model.cutoff)
@@ -97,12 +100,14 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, **loader_kw)
 
     checkpoint = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_loss", save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoint, *(callbacks or [])]
-    if t.patience:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=t.patience))
+    callbacks = [checkpoint, ValidateFinalEpoch(val_interval), *(callbacks or [])]
+    if t.patience:  # EarlyStopping counts validations, the setting counts epochs
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=math.ceil(t.patience / val_interval)))
     if t.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
     strategy = "auto"
+    if val_interval > 1:
+        rank_zero_info(f"validating every {val_interval} epochs ({len(data.train)} training frames; training.val_interval)")
     if t.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -124,6 +129,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         enable_model_summary=False,
         log_every_n_steps=max(1, min(50, len(train_loader))),
         num_sanity_val_steps=0,
+        check_val_every_n_epoch=val_interval,
     )
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
