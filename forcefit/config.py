@@ -107,6 +107,9 @@ class DensConfig(_Strict):
     decay: bool = Field(True, description="Decay λ_DeNS linearly to 0 over training.")
     per_batch: bool = Field(False, description="One coin per batch (catalyst code) instead of per structure.")
     normalize_forces: bool = Field(False, description="Divide encoded forces by the dataset force RMS.")
+    label_corrupted: bool = Field(
+        True, description="Train energy and uncorrupted atoms' forces of denoising structures against the original "
+        "labels (published); false: denoising structures train the noise head only (investigation option).")
 
 
 class RunConfig(_Strict):

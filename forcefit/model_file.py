@@ -14,7 +14,7 @@ from .models.build import build_potential
 from .models.potential import Potential
 
 FORMAT = "forcefit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: equivariant-ace files name their edge_l_max (its default changed from l_max to 3)
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å"}
 INFERENCE_HEADS = ("forces",)  # vector heads kept in exported models
 
@@ -30,6 +30,8 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
     heads = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
     arch = dict(architecture, vector_heads=heads, e0s={int(k): float(v) for k, v in architecture.get("e0s", {}).items()})
     arch["scale"], arch["shift"] = float(potential.scale), float(potential.shift)
+    if hasattr(potential.backbone, "edge_l_max"):  # resolved, so a later default change cannot alter this file's model
+        arch["options"] = dict(arch.get("options", {}), edge_l_max=int(potential.backbone.edge_l_max))
     state = inference_state_dict(potential, arch)
     payload = {
         "format": FORMAT,
@@ -100,5 +102,14 @@ def read_model_file(path: str | Path) -> dict:
 
 
 def _upgrade(payload: dict) -> dict:
-    """Bring older formats up to the current one (format 1 is the first; future upgrades go here)."""
+    """Bring older formats up to the current one.
+
+    1 → 2: equivariant-ace's edge harmonics went up to l_max before ``edge_l_max`` existed.
+    """
+    if payload["format_version"] < 2 and payload.get("architecture", {}).get("name") == "equivariant-ace":
+        arch = payload["architecture"]
+        options = dict(arch.get("options", {}))
+        options.setdefault("edge_l_max", options.get("l_max", 2))
+        payload["architecture"] = dict(arch, options=options)
+        payload["format_version"] = 2
     return payload

@@ -81,6 +81,22 @@ def test_published_loss_form_matches_hand_computation():
     assert loss.item() == pytest.approx(loss_e + 80.0 * loss_f + 5.0 * loss_dn, rel=1e-12)
 
 
+def test_unlabelled_corrupted_structures_train_the_noise_head_only():
+    """label_corrupted=False: the denoising structure drops out of L_E and L_F; only structure 1 is supervised."""
+    batch = _tiny_batch()
+    eps = torch.zeros(4, 3, dtype=torch.float64)
+    eps[0] = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
+    corruption = Corruption(torch.tensor([True, False]), torch.tensor([True, False, False, False]), eps)
+    loss, _ = dens_loss(QuadraticModel(), batch, corruption, 0.05, 1.0, 80.0, 5.0, cutoff=5.0, forces_kind="l2",
+                        energy_kind="mae", label_corrupted=False)
+    a, b = 0.5, 2.0
+    e1 = a * 1.0 + a * (1.0 + 1.5**2)
+    loss_e = abs(e1 - 1.0) / 2
+    loss_f = (math.sqrt(1.0 + 0.3**2) + math.sqrt(1.0 + 1.2**2)) / 2  # structure 1's two atoms only
+    loss_dn = float(np.linalg.norm(np.array([b * 0.1, 0, 0]) - np.array([0.01, -0.02, 0.03]) / 0.05))
+    assert loss.item() == pytest.approx(loss_e + 80.0 * loss_f + 5.0 * loss_dn, rel=1e-12)
+
+
 def test_dens_defaults_to_the_published_loss_recipe_unless_set():
     from forcefit.config import build_config
 

@@ -61,14 +61,16 @@ def random_orthogonal(seed: int, improper: bool) -> torch.Tensor:
 
 
 CONFIGS = [
-    dict(),  # defaults: l_max=2, correlation=3, two layers
+    dict(),  # defaults: l_max=2, edge_l_max=3, correlation=3, two layers
     dict(l_max=3, channels=8),
+    dict(l_max=1, edge_l_max=3, channels=8),  # MACE's small model: l ≤ 1 features, l ≤ 3 density
+    dict(l_max=2, edge_l_max=2, channels=8),  # the model before edge_l_max existed
     dict(correlation=2, gate=True, num_layers=3, channels=8),
     dict(correlation=1, channels=8),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "corr2-gate-3layers", "corr1"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1"])
 @pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
 def test_o3_equivariance(config, with_condition):
     model = make(**config)
@@ -219,6 +221,30 @@ def test_l_max_3_carries_degree_3():
     assert feats["h"].shape[0] == 16 and feats["h"][9:].abs().max() > 1e-6  # l = 3 components are live
 
 
+def test_edge_degree_3_reaches_the_energy_through_the_density():
+    """Default: l ≤ 2 node features, but the neighbour density A (and its products) carry l = 3."""
+    model = make()
+    assert model.l_max == 2 and model.edge_l_max == 3
+    pos, species = molecule(seed=14)
+    edges = full_graph(pos, model.cutoff)
+    feats = {}
+    # hooks that return None: a returned value would replace the module's output
+    model.layers[0].linear_a.register_forward_hook(lambda mod, inp, out: feats.update(a=out))
+    model.layers[0].register_forward_hook(lambda mod, inp, out: feats.update(h=out))
+    e, _, _ = evaluate(model, pos, species, edges)
+    assert feats["a"].shape[0] == 16 and feats["a"][9:].abs().max() > 1e-6  # A's l = 3 part is live
+    assert feats["h"].shape[0] == 9  # node features stop at l_max = 2
+    # the l = 3 part of A matters: zeroing its product weights changes the energy
+    with torch.no_grad():
+        product = model.layers[0].product.products[0]
+        for p, path in enumerate(product.paths):
+            if 3 in path[:2]:
+                model.layers[0].product.weights[0][p] = 0.0
+    assert not torch.allclose(evaluate(model, pos, species, edges)[0], e)
+    with pytest.raises(ValueError, match="edge_l_max"):
+        EquivariantACE(num_species=2, l_max=2, edge_l_max=1)
+
+
 def test_float32_and_registry():
     assert backbone_class("equivariant-ace") is EquivariantACE
     torch.manual_seed(0)
@@ -263,3 +289,25 @@ def test_dropping_the_noise_head_keeps_every_other_output(kept, config):
     assert set(v2) == set(kept)
     for name in kept:
         torch.testing.assert_close(v2[name], v1[name], rtol=0, atol=1e-10)
+
+
+def test_format_1_model_file_keeps_its_edge_degree(tmp_path):
+    """Files written before edge_l_max existed (format 1) load with edge harmonics up to l_max, as trained."""
+    from forcefit.model_file import load_model, save_model
+    from forcefit.models.build import build_potential
+
+    arch = {"name": "equivariant-ace", "cutoff": 5.0, "options": {"channels": 8, "edge_l_max": 2}, "species": [1, 6, 8],
+            "e0s": {1: -13.6, 6: -1029.0, 8: -2041.0}, "scale": 1.0, "shift": 0.0, "zbl": False,
+            "direct_forces": False, "vector_heads": ()}
+    torch.manual_seed(3)
+    potential = build_potential(arch)
+    save_model(potential, arch, tmp_path / "new.pt")
+    payload = torch.load(tmp_path / "new.pt", weights_only=False)
+    assert payload["architecture"]["options"]["edge_l_max"] == 2
+    del payload["architecture"]["options"]["edge_l_max"]  # what format 1 wrote
+    payload["format_version"] = 1
+    torch.save(payload, tmp_path / "old.pt")
+    old, new = load_model(tmp_path / "old.pt"), load_model(tmp_path / "new.pt")
+    assert old.backbone.edge_l_max == 2
+    for a, b in zip(old.state_dict().values(), new.state_dict().values()):
+        assert torch.equal(a, b)

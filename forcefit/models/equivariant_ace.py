@@ -73,16 +73,17 @@ class ManyBodyProduct(nn.Module):
     Only the last step is cut to the output degrees.
     """
 
-    def __init__(self, num_species: int, channels: int, l_max: int, l_out_max: int, correlation: int):
+    def __init__(self, num_species: int, channels: int, l_max: int, l_out_max: int, correlation: int, l_mid: int | None = None):
         super().__init__()
         if correlation < 1:
             raise ValueError(f"correlation must be ≥ 1, got {correlation}")
         self.correlation, self.d_out = correlation, num_components(l_out_max)
+        l_mid = l_max if l_mid is None else l_mid  # degrees kept between the steps
         self.products = nn.ModuleList()
         self.weights = nn.ParameterList()
         for k in range(correlation - 1):
             last = k == correlation - 2
-            tp = ChannelwiseTensorProduct(l_max, l_max, l_out_max if last else l_max, symmetric=k == 0, with_constant=True)
+            tp = ChannelwiseTensorProduct(l_max if k == 0 else l_mid, l_max, l_out_max if last else l_mid, symmetric=k == 0, with_constant=True)
             self.products.append(tp)
             self.register_buffer(f"column_index_{k}", tp.path_of_column, persistent=False)
             # (P, species, C); init: the constant (linear) path passes X through at unit gain
@@ -118,15 +119,17 @@ class InteractionLayer(nn.Module):
         avg_num_neighbors: float,
         gate: bool,
         first: bool,
+        edge_l_max: int | None = None,
     ):
         super().__init__()
+        edge_l_max = l_max if edge_l_max is None else edge_l_max
         self.l_max, self.l_out_max, self.channels, self.first = l_max, l_out_max, channels, first
-        self.d, self.d_out = num_components(l_max), num_components(l_out_max)
+        self.d, self.d_out = num_components(edge_l_max), num_components(l_out_max)  # A carries 0..edge_l_max
         # first layer: a linear map of the embedding (+ condition) is just another embedding: skip it
         self.linear_up = None if first else DegreewiseLinear(l_max, channels, channels)
-        self.message = ChannelwiseTensorProduct(l_max, l_max, l_max, output_scale=1.0 / float(avg_num_neighbors))
-        self.linear_a = DegreewiseLinear(l_max, channels, channels)
-        self.product = ManyBodyProduct(num_species, channels, l_max, l_out_max, correlation)
+        self.message = ChannelwiseTensorProduct(l_max, edge_l_max, edge_l_max, output_scale=1.0 / float(avg_num_neighbors))
+        self.linear_a = DegreewiseLinear(edge_l_max, channels, channels)
+        self.product = ManyBodyProduct(num_species, channels, edge_l_max, l_out_max, correlation, l_mid=l_max)
         self.linear_out = DegreewiseLinear(l_out_max, channels, channels)
         self.self_connection = DegreewiseLinear(l_out_max, channels, channels)
         # SiLU on the scalars whatever l_out_max is (dropping a vector head must not change the energy)
@@ -178,7 +181,11 @@ class EquivariantACE(nn.Module):
         cutoff: radial cutoff in Å (messages vanish smoothly there).
         vector_heads: names of extra per-atom 1o outputs ("forces" = direct forces).
         channels: multiplicity C of every degree (features C x 0e + C x 1o + ...).
-        l_max: highest degree of features and edge harmonics (2 default, 3 supported).
+        l_max: highest degree of the node features (2 default, 3 supported).
+        edge_l_max: highest degree of the edge harmonics and so of the neighbour density A that the
+            many-body product couples (default max(3, l_max), as MACE's max_ell = 3): the l = 3 part
+            of A is what resolves angles finely enough to learn from 50 frames, and it costs far
+            less than carrying l = 3 in the node features.
         num_layers: message-passing layers (2: receptive field 2 × cutoff).
         correlation: degree ν of the many-body product per layer (body order ν + 1).
         num_bessel: radial basis size.
@@ -197,6 +204,7 @@ class EquivariantACE(nn.Module):
         vector_heads: tuple[str, ...] = (),
         channels: int = 32,
         l_max: int = 2,
+        edge_l_max: int | None = None,
         num_layers: int = 2,
         correlation: int = 3,
         num_bessel: int = 8,
@@ -209,9 +217,12 @@ class EquivariantACE(nn.Module):
         super().__init__()
         if l_max < 1:
             raise ValueError(f"l_max must be ≥ 1 (got {l_max})")
+        edge_l_max = max(3, l_max) if edge_l_max is None else int(edge_l_max)
+        if edge_l_max < l_max:
+            raise ValueError(f"edge_l_max must be ≥ l_max (got {edge_l_max} < {l_max})")
         if num_layers < 1:
             raise ValueError(f"num_layers must be ≥ 1 (got {num_layers})")
-        self.num_species, self.cutoff, self.l_max = int(num_species), float(cutoff), int(l_max)
+        self.num_species, self.cutoff, self.l_max, self.edge_l_max = int(num_species), float(cutoff), int(l_max), edge_l_max
         self.channels, self.num_layers = int(channels), int(num_layers)
         self.vector_heads = tuple(vector_heads)
         self.register_buffer("degree", degree_of_component(l_max), persistent=False)
@@ -219,7 +230,7 @@ class EquivariantACE(nn.Module):
         self.embedding = nn.Embedding(num_species, channels)
         self.condition_weights = nn.Parameter(torch.randn(l_max + 1, channels))  # one 1 → C linear map per degree
 
-        self.spherical_harmonics = SphericalHarmonicsPolynomial(l_max)
+        self.spherical_harmonics = SphericalHarmonicsPolynomial(edge_l_max)
         self.bessel = BesselBasis(cutoff, num_bessel)
         self.envelope = PolynomialCutoff(cutoff, cutoff_p)
 
@@ -227,7 +238,7 @@ class EquivariantACE(nn.Module):
         self.layers = nn.ModuleList(
             InteractionLayer(
                 num_species, channels, l_max, l_max if k < num_layers - 1 else last_l,
-                correlation, avg_num_neighbors, gate, first=k == 0,
+                correlation, avg_num_neighbors, gate, first=k == 0, edge_l_max=edge_l_max,
             )
             for k in range(num_layers)
         )

@@ -48,10 +48,14 @@ def sample_corruption(batch: dict, p: float, ratio: float, sigma: float, per_bat
 
 
 def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_weight: float, forces_weight: float,
-              dens_weight: float, cutoff: float, force_scale: float = 1.0, forces_kind: str = "mse", energy_kind: str = "mse"):
+              dens_weight: float, cutoff: float, force_scale: float = 1.0, forces_kind: str = "mse", energy_kind: str = "mse",
+              label_corrupted: bool = True):
     """Loss of one DeNS step for a fixed corruption (deterministic, so it can be checked by hand).
 
     loss = λ_E·L_E + λ_F·L_F(uncorrupted atoms) + λ_DeNS·mean_corrupted ‖ε̂ − ε/σ‖
+
+    ``label_corrupted=False`` (an investigation option, not the published recipe) leaves
+    denoising structures out of L_E and L_F: they then train the noise head only.
     """
     noisy = dict(batch)
     if corruption.atoms.any():
@@ -61,10 +65,11 @@ def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_w
     if not corruption.atoms.any():
         condition = None  # an all-zero condition adds nothing; None lets a backbone take its cheaper first layer
     out = model(noisy, compute_forces=forces_weight > 0, force_condition=condition)
-    loss_e = energy_loss(out, batch, kind=energy_kind)
+    supervised = None if label_corrupted else ~corruption.structures
+    loss_e = energy_loss(out, batch, mask=supervised, kind=energy_kind)
     loss = energy_weight * loss_e
     metrics = {"loss_energy": loss_e.detach()}
-    clean = ~corruption.atoms
+    clean = ~corruption.atoms if label_corrupted else ~corruption.structures[batch["batch"]]
     if forces_weight > 0:
         loss_f = forces_loss(out, batch, atom_mask=clean, kind=forces_kind)
         loss = loss + forces_weight * loss_f
@@ -115,7 +120,8 @@ class DensObjective:
         c = self.cfg
         corruption = sample_corruption(batch, c.p, c.ratio, c.sigma, c.per_batch, generator)
         loss, metrics = dens_loss(model, batch, corruption, c.sigma, self.energy_weight, self.forces_weight,
-                                  self.weight(progress), self.cutoff, self.force_scale, self.forces_kind, self.energy_kind)
+                                  self.weight(progress), self.cutoff, self.force_scale, self.forces_kind, self.energy_kind,
+                                  label_corrupted=c.label_corrupted)
         metrics["dens_weight"] = torch.tensor(self.weight(progress))
         metrics["dens_fraction"] = corruption.structures.float().mean()
         return loss, metrics
