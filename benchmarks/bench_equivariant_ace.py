@@ -73,6 +73,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--l-max", type=int, default=2)
+    ap.add_argument("--edge-l-max", type=int, default=None, help="degree of edge harmonics / density (default max(3, l_max))")
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--correlation", type=int, default=3)
     ap.add_argument("--heads", default="")
@@ -86,7 +87,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     heads = tuple(h for h in args.heads.split(",") if h)
-    model = EquivariantACE(3, l_max=args.l_max, channels=args.channels, correlation=args.correlation, vector_heads=heads, radial_hidden=args.radial_hidden)
+    model = EquivariantACE(3, l_max=args.l_max, edge_l_max=args.edge_l_max, channels=args.channels, correlation=args.correlation, vector_heads=heads, radial_hidden=args.radial_hidden)
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     fwd = torch.compile(model, dynamic=args.dynamic) if (args.compile or args.compile_train) else model
 
