@@ -63,6 +63,27 @@ def test_gfn2_labels_match_tblite_called_directly(tmp_path):
     assert camp.levels["gfn2"]["method"] == "GFN2-xTB"
 
 
+def test_xtb_results_read_through_the_c_interface_equal_the_python_getters(monkeypatch):
+    from ase.units import Bohr
+    from tblite.interface import Calculator
+
+    from forcefit.labeling import calculators
+
+    atoms = ethanols(1)[0]
+    calc = Calculator("GFN2-xTB", atoms.numbers, atoms.positions / Bohr)
+    calc.set("verbosity", 0)
+    res = calc.singlepoint()
+    fast = calculators._xtb_results(res, len(atoms))
+    assert calculators._TBLITE_C  # the C path is the one in use here
+    expected = [res.get("energy"), res.get("gradient"), res.get("charges"), res.get("dipole")]
+    assert fast[0] == expected[0]
+    for got, want in zip(fast[1:], expected[1:]):
+        np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(calculators, "_TBLITE_C", False)  # the fallback: tblite's own getters
+    slow = calculators._xtb_results(res, len(atoms))
+    assert float(slow[0]) == fast[0] and all(np.array_equal(a, b) for a, b in zip(slow[1:], fast[1:]))
+
+
 def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
     from pyscf import dft, gto
 
@@ -150,6 +171,205 @@ def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
     assert not xs_before & {line.split()[1] for line in new_calls if line}  # nothing finished was relabelled
     assert len({row.get("structure_hash") for row in Campaign(path).db.select()}) == 16
     assert report.remaining == 0
+
+
+_KILL_IN_THIRD_BATCH = """
+import os, signal, sys
+from forcefit.labeling import runner
+from forcefit.labeling.campaign import Campaign
+
+runner.COMMIT_LABELS, runner.COMMIT_SECONDS = 4, 1e9  # commit every 4 labels, never on time
+real, calls = Campaign.write_results, []
+
+def write_then_die(self, level, results, commit=True):
+    calls.append(len(results))
+    if len(calls) == 3:  # the third batch: written inside its transaction, killed before the commit
+        real(self, level, results, commit=False)
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, level, results, commit)
+
+Campaign.write_results = write_then_die
+runner.label(sys.argv[1], "gfn2", progress=False)
+"""
+
+
+def test_kill_between_batch_commits_loses_only_the_uncommitted_batch(tmp_path):
+    from ase.db import connect
+
+    path, script = tmp_path / "c.db", tmp_path / "kill.py"
+    frames = ethanols(16, seed=4)
+    Campaign(path).add(frames)
+    script.write_text(_KILL_IN_THIRD_BATCH)
+    proc = subprocess.run([sys.executable, str(script), str(path)], cwd=tmp_path, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    before = _labelled(path, "gfn2")
+    assert sorted(before) == list(range(1, 9))  # two committed batches of 4; the third (rows 9-12) is gone whole
+    db = connect(str(path), use_lock_file=False)
+    assert db.count("has_gfn2=1") == 8 and db.count("cost_gfn2>0") == 8  # ase's key index agrees with the rows
+    stamps = {row.id: row.data["label.gfn2"]["time"] for row in db.select("has_gfn2=1")}
+
+    report = label(str(path), "gfn2", progress=False)
+    assert report.labelled == 8 and report.remaining == 0  # only the lost batch and the never-started rows
+    after = _labelled(path, "gfn2")
+    assert len(after) == 16 and {k: after[k] for k in before} == before
+    db = connect(str(path), use_lock_file=False)
+    assert {i: db.get(id=i).data["label.gfn2"]["time"] for i in stamps} == stamps  # committed labels not relabelled
+    assert db.count() == 16 and len({row.structure_hash for row in db.select()}) == 16 and db.count("has_gfn2=1") == 16
+
+    clean = Campaign(tmp_path / "clean.db")  # an uninterrupted run gives the same labels, bit for bit
+    clean.add(frames)
+    label(clean, "gfn2", progress=False)
+    ref = {f.index: f for f in clean.frames("gfn2")}
+    for f in read_frames(path, level="gfn2"):
+        assert f.energy == ref[f.index].energy
+        np.testing.assert_array_equal(f.forces, ref[f.index].forces)
+
+
+def test_interrupted_run_commits_the_labels_it_finished(tmp_path, monkeypatch):
+    from forcefit.labeling import runner
+
+    monkeypatch.setattr(runner, "COMMIT_LABELS", 1000)
+    monkeypatch.setattr(runner, "COMMIT_SECONDS", 1e9)  # nothing would be committed before the end
+    real, calls = runner.run_task, []
+
+    def interrupted(method, task, *args, **kwargs):
+        calls.append(task.row_id)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # Ctrl-C during the sixth label
+        return real(method, task, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_task", interrupted)
+    path = tmp_path / "c.db"
+    camp = Campaign(path)
+    camp.add(ethanols(10, seed=6))
+    with pytest.raises(KeyboardInterrupt):
+        label(camp, "gfn2", progress=False)
+    assert sorted(_labelled(path, "gfn2")) == [1, 2, 3, 4, 5]  # committed on the way out
+    monkeypatch.setattr(runner, "run_task", real)
+    assert label(camp, "gfn2", progress=False).labelled == 5
+
+
+def test_batched_writes_store_exactly_what_ase_db_update_stores(tmp_path, monkeypatch):
+    """The SQLite fast path (one query and one statement per table per batch) against ase.db's own update."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from ase.db import connect
+
+    from forcefit.labeling import campaign as campaign_module
+    from forcefit.labeling.campaign import Result
+
+    monkeypatch.setattr(campaign_module, "time", SimpleNamespace(time=lambda: 1234.5))  # same stamps in both
+    rng = np.random.default_rng(0)
+    labels = {i: {"energy": float(rng.normal()), "forces": rng.normal(size=(9, 3)), "charges": rng.normal(size=9),
+                  "dipole": rng.normal(size=3)} for i in range(1, 6)}
+    batches = [
+        [Result(1, None, "SCF did not converge", 1, False, False, 0.5, 0.0, "h"), Result(2, labels[2], None, 1, False, False, 0.1, 0.2, "h"),
+         Result(3, None, "overlapping atoms", 1, False, True, 0.0, 0.0, "h"), Result(5, None, "SCF did not converge", 1, False, False, 0.1, 0.0, "h")],
+        # row 5's failed_L changes (its index entries are replaced); row 4 fails and succeeds within one batch
+        [Result(1, labels[1], None, 2, True, False, 0.3, 0.3, "h"), Result(4, None, "SCF did not converge", 1, False, False, 0.4, 0.0, "h"),
+         Result(4, labels[4], None, 2, True, False, 0.2, 0.2, "h"), Result(5, None, "SCF did not converge", 2, True, True, 0.1, 0.0, "h")],
+    ]
+    camps = {}
+    for name in ("fast", "generic"):
+        camp = Campaign(tmp_path / f"{name}.db")
+        camp.add(ethanols(5, seed=7), source="test")
+        if name == "generic":
+            camp._sqlite = False  # row by row through db.get / db.update, as on PostgreSQL
+        for batch in batches:
+            camp.write_results("lvl", batch)
+        camps[name] = camp
+    rows = {name: {r.id: r for r in connect(str(tmp_path / f"{name}.db"), use_lock_file=False).select()} for name in camps}
+    assert rows["fast"].keys() == rows["generic"].keys()
+    for i, a in rows["fast"].items():
+        b = rows["generic"][i]
+        assert a.key_value_pairs == b.key_value_pairs
+        assert a.data.keys() == b.data.keys()
+        for key in a.data:
+            x, y = a.data[key], b.data[key]
+            if isinstance(x, dict):
+                assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x), key
+            else:
+                assert x == y, key
+    for table in ("keys", "text_key_values", "number_key_values"):
+        got = {name: sorted(sqlite3.connect(tmp_path / f"{name}.db").execute(f"SELECT * FROM {table}").fetchall()) for name in camps}
+        assert got["fast"] == got["generic"], table
+    fast = rows["fast"]
+    assert fast[1]["failed_lvl"] == 1 and fast[1]["has_lvl"] == 1 and fast[3]["failed_lvl"] == 2 and "has_lvl" not in fast[3]
+    assert [r["attempt"] for r in fast[4].data["failures.lvl"]] == [1] and fast[4].data["label.lvl"]["safer"] is True
+    np.testing.assert_array_equal(fast[2].data["label.lvl"]["forces"], labels[2]["forces"])
+    db = connect(str(tmp_path / "fast.db"), use_lock_file=False)
+    assert sorted(r.id for r in db.select("has_lvl=1")) == [1, 2, 4] and [r.id for r in db.select("failed_lvl=2")] == [3, 5]
+    assert db.count("failed_lvl=1") == 2  # rows 1 and 4: row 5's old value left no stale index entry
+
+
+def test_data_encoding_is_byte_for_byte_ase_db(tmp_path):
+    from ase.db.core import bytes_to_object, object_to_bytes
+
+    from forcefit.labeling.campaign import _data_to_bytes
+
+    rng = np.random.default_rng(1)
+    samples = [
+        {}, {"source": "x.xyz", "sampler": "md"},
+        {"label.gfn2": {"energy": -311.5, "forces": rng.normal(size=(9, 3)), "charges": rng.normal(size=9),
+                        "dipole": rng.normal(size=3), "cpu_seconds": 1e-3, "attempt": 1, "safer": False, "host": "h",
+                        "time": 1.7e9},
+         "failures.gfn2": [{"attempt": 1, "error": "SCF \"failed\"\n", "final": False}], "smiles": "CCO"},
+        {"a": np.arange(5), "b": (1, 2.5, None), "c": np.zeros((0, 3)), "d": np.float64(2.5), "e": np.array(3.0),
+         "f": np.ones(3, dtype=np.float32), "g": np.array([True, False]), "h": {"x": {"y": [np.arange(2)]}},
+         "i": float("nan"), "j": np.array([np.inf, -np.inf]), "k": "é☃"},
+        {"complex": 1 + 2j},  # beyond plain data: ase's own encoder
+    ]
+    for obj in samples:
+        encoded = _data_to_bytes(obj)
+        assert encoded == object_to_bytes(obj)
+        assert bytes_to_object(encoded).keys() == obj.keys()
+    for bad in ({"n": np.int64(3)}, {"o": np.array([None], dtype=object)}):  # what ase refuses, refused the same way
+        with pytest.raises((AttributeError, AssertionError)):
+            object_to_bytes(bad)
+        with pytest.raises((AttributeError, AssertionError)):
+            _data_to_bytes(bad)
+
+
+def test_work_list_is_the_same_through_sql_json_and_python_decoding(tmp_path):
+    camp = Campaign(tmp_path / "c.db")
+    camp.add(ethanols(6, seed=8))
+    label(camp, f"{HELPERS}:pair", level="p", select=3, progress=False)
+    u0, u1, u2 = [r["id"] for r in camp.status("p") if not r["selected"]]
+    camp.write_failure(u0, "p", "SCF did not converge", 1, final=False)
+    camp.write_failure(u1, "p", "overlapping atoms", 1, final=True)
+    expected = {(False, False): [(u0, 1), (u2, 0)], (True, False): [(u0, 1), (u1, 2), (u2, 0)], (False, True): []}
+    for (retry, selected), want in expected.items():
+        assert camp.pending("p", retry, selected) == want  # SQL's json_extract
+        assert [(r["id"], r["failed"]) for r in camp.status("p") if not r["labelled"] and (retry or r["failed"] < 2)
+                and (r["selected"] or not selected)] == want  # Python's decoding of every row
+    camp.db.update(u2, weird=float("nan"))  # not strict JSON any more: every row is decoded in Python instead
+    assert camp.pending("p", True) == [(u0, 1), (u1, 2), (u2, 0)]
+
+
+def test_bulk_geometry_screen_agrees_with_the_per_structure_check():
+    from forcefit.labeling.calculators import GeometryError, check_geometry, find_unlabellable
+
+    rng = np.random.default_rng(2)
+    structures = []
+    for k in range(60):
+        n = [1, 2, 5, 9][k % 4]
+        pos = rng.uniform(0, 4, size=(n, 3))
+        if k % 7 == 0 and n > 1:
+            pos[1] = pos[0] + 0.1  # overlapping
+        if k % 11 == 0:
+            pos[0, 1] = np.nan
+        structures.append(Structure(numbers=np.ones(n, dtype=np.int64), positions=pos, cell=np.zeros((3, 3)), pbc=np.zeros(3, bool)))
+
+    def rejected(s):
+        try:
+            check_geometry(s.numbers, s.positions)
+        except GeometryError:
+            return True
+        return False
+
+    expected = [k for k, s in enumerate(structures) if rejected(s)]
+    assert len(expected) >= 10 and sorted(find_unlabellable(structures)) == expected
 
 
 def test_poisoned_structure_fails_with_reason_while_the_rest_finish(tmp_path):

@@ -19,8 +19,9 @@ that needs per-structure scores from a committee, not built yet).
 Methods: ``make_method`` ("gfn2", "gfn1", "ipea1", "dft", "module:factory"),
 ``XTB``, ``DFT``, ``ImportedCalculator``; ``XTBCalculator`` is a fast ASE
 calculator for sampling.
-Campaigns: ``Campaign`` (the ASE-database store), ``label`` (runs it on a
-worker thread, a local process pool, or a Dask cluster), ``LabelReport``.
+Campaigns: ``Campaign`` (the ASE-database store), ``label`` (runs it in this
+process, on a local process pool, or on a Dask cluster; commits results in
+batches of at most 256 labels or 0.5 s), ``LabelReport``.
 """
 from __future__ import annotations
 

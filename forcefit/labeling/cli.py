@@ -109,7 +109,7 @@ def label(
     select: Optional[int] = typer.Option(None, "--select", help="Label only this many structures in total at this level (rerunning resumes the same subset)."),
     select_by: str = typer.Option("random", "--select-by", help="How --select chooses: random, fps (farthest point in a descriptor space), uncertainty (not yet)."),
     seed: int = typer.Option(0, "--seed", help="Random seed for --select."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Parallel worker processes (1: a worker thread for xTB)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Parallel worker processes (1: xTB runs in this process, no worker)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="OpenMP threads per worker (default: 1 for xTB, cores/workers for DFT)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask distributed cluster at this address (tcp://host:port)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Import the structures of PATH into this campaign (created if missing) and label it there."),

@@ -5,6 +5,7 @@ the calculators: no database code, no torch.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calculators import Method, Structure, Unlabellable, check_geometry, limit_threads
+from .calculators import Method, Structure, Unlabellable, check_geometry, find_unlabellable, limit_threads
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Task:
     structure: Structure
     attempt: int = 1
     safer: bool = False
+    screened: bool = False  # the coordinator already ran ``check_geometry`` on it (``find_unlabellable``)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Outcome:
     wall_seconds: float
     host: str
     requeue: bool = False  # not attempted (its worker died first): hand it out again
+    final: bool = False  # set by the coordinator: a failed attempt that gives the structure up
 
 
 def _clock(kind: str, coordinator_pid: int | None = None):
@@ -62,11 +65,12 @@ def run_task(method: Method, task: Task, clock: str = "process", coordinator_pid
     label, error, retryable = None, None, True
     s = task.structure
     try:
-        check_geometry(s.numbers, s.positions)
+        if not task.screened:
+            check_geometry(s.numbers, s.positions)
         label = method.compute(s, safer=task.safer)
         _check_label(label, len(s.numbers))
     except Unlabellable as exc:
-        label, error, retryable = None, f"{'invalid geometry: ' if 'overlapping' in str(exc) else ''}{exc}", False
+        label, error, retryable = None, _unlabellable_text(exc), False
     except Exception as exc:  # SCF failures and anything a third-party calculator raises
         label, error = None, f"{type(exc).__name__}: {exc}".strip()
         retryable = type(exc).__name__ != "DataError"  # e.g. a factory that cannot be imported here
@@ -74,6 +78,32 @@ def run_task(method: Method, task: Task, clock: str = "process", coordinator_pid
             error += " | " + " / ".join(traceback.format_exc().strip().splitlines()[-3:])
     return Outcome(task.row_id, task.attempt, task.safer, label, error, retryable,
                    cpu() - c0, time.perf_counter() - w0, socket.gethostname())
+
+
+def _unlabellable_text(exc: Exception) -> str:
+    return f"{'invalid geometry: ' if 'overlapping' in str(exc) else ''}{exc}"
+
+
+def screen(tasks) -> tuple[list, list]:
+    """(tasks to run, marked ``screened``; outcomes of those no method can label), checked in bulk.
+
+    The outcomes are exactly what ``run_task`` would return for them
+    (error text, not retryable), without a round trip to a worker.
+    """
+    tasks = list(tasks)
+    bad = set(find_unlabellable([t.structure for t in tasks]))
+    keep, failed = [], []
+    for k, t in enumerate(tasks):
+        if k in bad:
+            try:
+                check_geometry(t.structure.numbers, t.structure.positions)
+            except Unlabellable as exc:
+                failed.append(Outcome(t.row_id, t.attempt, t.safer, None, _unlabellable_text(exc), False,
+                                      0.0, 0.0, socket.gethostname()))
+                continue
+        t.screened = True
+        keep.append(t)
+    return keep, failed
 
 
 def run_chunk(method: Method, tasks: list, clock: str = "process", coordinator_pid: int | None = None) -> list:
@@ -85,8 +115,13 @@ def run_chunk(method: Method, tasks: list, clock: str = "process", coordinator_p
 
 def _check_label(label: dict, n: int) -> None:
     energy = label.get("energy")
-    forces = np.asarray(label.get("forces"))
-    if energy is None or not np.isfinite(energy):
+    try:
+        finite = math.isfinite(energy)
+    except TypeError:
+        finite = False
+    if not finite:
         raise ValueError(f"calculator returned energy {energy}")
-    if forces.shape != (n, 3) or not np.all(np.isfinite(forces)):
+    forces = np.asarray(label.get("forces"))
+    # one reduction in the common case; the exact test only when the sum is not finite
+    if forces.shape != (n, 3) or not (math.isfinite(forces.sum()) or np.all(np.isfinite(forces))):
         raise ValueError(f"calculator returned forces of shape {forces.shape} or non-finite values")
