@@ -82,6 +82,11 @@ class TrainingConfig(_Strict):
         "auto", description="Validate every N epochs; 'auto' validates about every 200 training structures "
         "(every epoch from 200 frames up), so tiny training sets do not spend their budget validating.")
     device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
+    progress: bool = True
 
     @field_validator("val_interval")
     @classmethod
@@ -89,12 +94,6 @@ class TrainingConfig(_Strict):
         if v != "auto" and v < 1:
             raise ValueError("must be 'auto' or a whole number of epochs ≥ 1")
         return v
-
-    devices: int | Literal["auto"] = 1
-    strategy: Literal["auto", "ddp"] = "auto"
-    num_workers: int = Field(0, ge=0)
-    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
-    progress: bool = True
 
 
 class DensConfig(_Strict):
