@@ -172,6 +172,41 @@ def test_zero_condition_equals_no_condition():
     assert (v2["noise"] - v0["noise"]).abs().max() > 1e-8
 
 
+@pytest.mark.parametrize("config", [dict(), dict(l_max=3, channels=8), dict(num_layers=1, channels=8)], ids=["default", "lmax3", "1layer"])
+def test_sparse_condition_equals_the_dense_first_layer(config):
+    """The condition's messages are computed only on edges leaving conditioned atoms; that must equal
+    feeding the dense features (embedding + condition at every degree) through the full first layer."""
+    model = make(**config)
+    pos, species = molecule(n=8, seed=4)
+    edges = full_graph(pos, model.cutoff)
+    cond = torch.zeros(len(pos), 3, dtype=torch.float64)
+    cond[[1, 5]] = torch.tensor([[0.3, -0.2, 0.5], [-0.7, 0.1, 0.2]], dtype=torch.float64)
+    energy, _, vectors = evaluate(model, pos, species, edges, cond)
+
+    # reference: the dense first layer, all columns of its radial weights on every edge
+    centre, neighbour = edges
+    edge_vec = pos[neighbour] - pos[centre]
+    r = edge_vec.norm(dim=-1)
+    sh = model.spherical_harmonics(edge_vec / r.unsqueeze(-1))
+    hidden = model.radial_trunk(model.bessel(r)) * model.envelope(r).unsqueeze(-1)
+    h = model.embedding(species)
+    c = model.condition_features(cond, h.dtype)
+    h = torch.cat([c[:1] + h.unsqueeze(0), c[1:]])
+    node_energy = 0
+    for k, layer in enumerate(model.layers):
+        w = torch.matmul(hidden, model.radial_out[k]).view(len(r), model.num_paths, model.channels)
+        h = layer(h, species, sh, w.index_select(1, layer.message.path_of_column), centre, neighbour)
+        readout = model.readouts[k] if k < model.num_layers - 1 else model.readout_mlp
+        node_energy = node_energy + readout(h[0]).squeeze(-1)
+    assert torch.allclose(energy, node_energy.sum().detach(), atol=TOL, rtol=0)
+    gates = torch.sigmoid(model.vector_gate(h[0])).view(len(pos), 2, model.channels)
+    v = torch.einsum("mnc,nhc,hc->nhm", h[1:4], gates, model.vector_weights) @ model.l1_to_xyz
+    assert torch.allclose(vectors["noise"], v[:, 1].detach(), atol=TOL, rtol=0)
+    # and the conditioned atoms really send messages: without them the outputs differ
+    e_none, _, _ = evaluate(model, pos, species, edges, None)
+    assert (energy - e_none).abs() > 1e-8
+
+
 def test_smooth_cutoff():
     """An atom entering the cutoff sphere changes energy and forces continuously (no jump)."""
     model = make()

@@ -28,7 +28,9 @@ Seams (same as every backbone, see ``base.py``):
 - ``force_condition`` (N, 3): embedded at every degree 0..l_max with
   ``encode_vector`` and added to the initial node features through one
   learnable linear map per degree (no bias: zero rows add exactly nothing).
-  ``None`` takes a cheaper first layer that knows its input is scalars only.
+  The first layer's messages are linear in its input, so the condition's part
+  is computed only on edges leaving atoms with a non-zero condition (DeNS
+  corrupts a few percent of atoms) and added to the scalar-input messages.
 - ``vector_heads``: per-atom 1o outputs read from the last layer's l = 1
   features through a gated linear readout, returned in Cartesian (x, y, z)
   (the l = 1 → xyz map is read from e3nn, whose l = 1 order changed in 0.6).
@@ -37,12 +39,13 @@ Speed (measurements in benchmarks/NOTES.md): all CG paths of a product are
 one dense tensor; the radial MLP is shared by the layers (one output matmul
 for all layers, weights expanded per CG column on the parameter, not per
 edge); the first layer skips its input linear (a reparametrisation of the
-embedding) and, without a condition, the l1 > 0 paths; the last layer only
+embedding) and its l1 > 0 paths, except on edges from conditioned atoms; the last layer only
 computes the degrees something reads (l = 0, or l ≤ 1 with vector heads).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from e3nn import o3
@@ -106,6 +109,15 @@ class ManyBodyProduct(nn.Module):
         return x
 
 
+@dataclass
+class SparseCondition:
+    """First-layer input that is zero on most atoms (DeNS force encoding of the corrupted ones)."""
+
+    features: torch.Tensor  # (D, N, C), zero rows outside the conditioned atoms
+    edges: torch.Tensor  # (E_c,) indices of the edges whose neighbour (sender) is conditioned
+    radial: torch.Tensor  # (E_c, Q, C) the first layer's full radial weights on those edges
+
+
 class InteractionLayer(nn.Module):
     """One message-passing layer: equivariant messages, neighbour sum, many-body product, residual."""
 
@@ -147,8 +159,14 @@ class InteractionLayer(nn.Module):
         radial: torch.Tensor,
         centre: torch.Tensor,
         neighbour: torch.Tensor,
+        condition: "SparseCondition | None" = None,
     ) -> torch.Tensor:
-        """h (D, N, C), or (N, C) scalars in a first layer without condition; radial (E, Q, C) → (D_out, N, C)."""
+        """h (D, N, C), or (N, C) scalars in a first layer; radial (E, Q, C) → (D_out, N, C).
+
+        ``condition`` (first layer only) adds features that are non-zero on a few atoms:
+        the message is linear in h, so their part is computed on just the edges that
+        leave those atoms and added to the scalar messages of all edges.
+        """
         scalars_only = h.dim() == 2
         n = h.shape[-2]
         if scalars_only:
@@ -157,9 +175,15 @@ class InteractionLayer(nn.Module):
             x = h if self.linear_up is None else self.linear_up(h)
             msg = self.message.edge(x.transpose(0, 1).index_select(0, neighbour), sh, radial)
         a = torch.zeros(n, self.d, self.channels, dtype=msg.dtype, device=msg.device).index_add_(0, centre, msg)
+        if condition is not None:
+            e = condition.edges
+            x = condition.features.transpose(0, 1).index_select(0, neighbour.index_select(0, e))
+            a = a.index_add(0, centre.index_select(0, e), self.message.edge(x, sh.index_select(0, e), condition.radial))
         a = self.linear_a(a.transpose(0, 1))
         out = self.linear_out(self.product(a, species))
-        if scalars_only:
+        if condition is not None:
+            out = out + self.self_connection(torch.cat([condition.features[:1] + h.unsqueeze(0), condition.features[1:]])[: self.d_out])
+        elif scalars_only:
             sc = self.self_connection(h.unsqueeze(0))
             out = torch.cat([out[:1] + sc, out[1:]])
         else:
@@ -308,28 +332,27 @@ class EquivariantACE(nn.Module):
             nn.init.normal_(lin.weight, std=float(gain) / math.sqrt(lin.in_features))
             nn.init.zeros_(lin.bias)
 
-    def radial_weights(self, r: torch.Tensor, scalar_first_layer: bool) -> list[torch.Tensor]:
+    def radial_weights(self, r: torch.Tensor, condition_edges: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), one weight per (path, channel), spread over its CG columns.
 
+        The first layer gets only its scalar-input columns (its input is the species
+        embedding); ``condition_edges`` also get all of its columns, returned second.
         One matmul per layer (not one for all plus a split: the split's backward
         is a full-size concatenation), then a per-edge gather from paths to columns.
         """
         hidden = self.radial_trunk(self.bessel(r)) * self.envelope(r).unsqueeze(-1)
-        out = []
+        out, conditioned = [], None
         for k, layer in enumerate(self.layers):
             w = torch.matmul(hidden, self.radial_out[k]).view(len(r), self.num_paths, self.channels)
-            index = self.scalar_path_of_column if (k == 0 and scalar_first_layer) else layer.message.path_of_column
-            out.append(w.index_select(1, index))
-        return out
+            if k == 0 and condition_edges is not None:
+                conditioned = w.index_select(0, condition_edges).index_select(1, layer.message.path_of_column)
+            out.append(w.index_select(1, self.scalar_path_of_column if k == 0 else layer.message.path_of_column))
+        return out, conditioned
 
-    def initial_features(self, species: torch.Tensor, force_condition: torch.Tensor | None) -> torch.Tensor:
-        """(D, N, C) features, or (N, C) scalars when there is no condition."""
-        h = self.embedding(species)
-        if force_condition is None:
-            return h
-        enc = torch.cat(encode_vector(force_condition.to(h.dtype), self.l_max), dim=-1)  # (N, D)
-        cond = enc.T.unsqueeze(-1) * self.condition_weights.index_select(0, self.degree).unsqueeze(1)  # (D, N, C)
-        return torch.cat([cond[:1] + h.unsqueeze(0), cond[1:]])
+    def condition_features(self, force_condition: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(D, N, C): the encoded condition through one 1 → C linear map per degree (zero where the condition is)."""
+        enc = torch.cat(encode_vector(force_condition.to(dtype), self.l_max), dim=-1)  # (N, D)
+        return enc.T.unsqueeze(-1) * self.condition_weights.index_select(0, self.degree).unsqueeze(1)
 
     def forward(
         self,
@@ -341,12 +364,19 @@ class EquivariantACE(nn.Module):
         centre, neighbour = edge_index[0], edge_index[1]
         r = torch.linalg.vector_norm(edge_vec, dim=-1)
         sh = self.spherical_harmonics(edge_vec / r.unsqueeze(-1))
-        h = self.initial_features(species, force_condition)
-        radial = self.radial_weights(r, scalar_first_layer=h.dim() == 2)
+        h = self.embedding(species)  # (N, C): the first layer knows its input is scalars
+        edges = None
+        if force_condition is not None:
+            # only atoms with a non-zero condition send condition messages (DeNS: the corrupted ones)
+            edges = torch.nonzero(force_condition.ne(0).any(-1).index_select(0, neighbour)).squeeze(-1)
+        radial, conditioned = self.radial_weights(r, edges)
+        condition = None
+        if force_condition is not None:
+            condition = SparseCondition(self.condition_features(force_condition, h.dtype), edges, conditioned)
 
         node_energy = None
         for k, layer in enumerate(self.layers):
-            h = layer(h, species, sh, radial[k], centre, neighbour)
+            h = layer(h, species, sh, radial[k], centre, neighbour, condition if k == 0 else None)
             readout = self.readouts[k] if k < self.num_layers - 1 else self.readout_mlp
             e = readout(h[0]).squeeze(-1)
             node_energy = e if node_energy is None else node_energy + e
