@@ -102,7 +102,11 @@ class DensConfig(_Strict):
     sigma: float = Field(0.05, gt=0, description="Noise standard deviation σ (Å).")
     p: float = Field(0.25, ge=0, le=1, description="Probability a structure (or the batch) is denoised.")
     ratio: float = Field(0.25, gt=0, le=1, description="Probability each atom of a chosen structure is corrupted (r).")
-    weight: float = Field(5.0, ge=0, description="λ_DeNS.")
+    weight: float = Field(5.0, ge=0, description="λ_DeNS, in the unit set by weight_units.")
+    weight_units: Literal["energy_std", "loss"] = Field(
+        "energy_std", description="'energy_std' (published): the published code divides the energy and force terms by the "
+        "training energies' std and adds λ_DeNS·noise loss; forcefit's loss is in eV, so the noise term is multiplied by "
+        "that std (eV) to keep the published balance. 'loss': λ_DeNS multiplies the noise term as is.")
     decay: bool = Field(True, description="Decay λ_DeNS linearly to 0 over training.")
     per_batch: bool = Field(False, description="One coin per batch (catalyst code) instead of per structure.")
     normalize_forces: bool = Field(False, description="Divide encoded forces by the dataset force RMS.")

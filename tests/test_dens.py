@@ -170,3 +170,39 @@ def test_weight_decays_linearly():
     obj = DensObjective(DensConfig(weight=5.0, decay=True), 1.0, 100.0, cutoff=5.0)
     assert obj.weight(0.0) == 5.0 and obj.weight(0.5) == 2.5 and obj.weight(1.0) == 0.0
     assert DensObjective(DensConfig(weight=5.0, decay=False), 1.0, 100.0, cutoff=5.0).weight(0.9) == 5.0
+
+
+def test_weight_is_in_units_of_the_energy_std():
+    """The published loss divides the energy and force terms by std(E) and adds λ_DeNS·L_DeNS; on an
+    eV-scale loss the same balance is std(E)·λ_DeNS. ``weight_units: loss`` opts out."""
+    obj = DensObjective(DensConfig(weight=5.0, decay=True), 1.0, 80.0, cutoff=5.0, energy_std=0.2)
+    assert obj.weight(0.0) == pytest.approx(1.0) and obj.weight(0.5) == pytest.approx(0.5)
+    raw = DensObjective(DensConfig(weight=5.0, weight_units="loss"), 1.0, 80.0, cutoff=5.0, energy_std=0.2)
+    assert raw.weight(0.0) == 5.0
+
+
+def test_energy_std_is_that_of_the_structure_energies_after_e0s(tmp_path):
+    """RunData.energy_std: std over training structures of E − Σ E0 (eV), for molecules of any size."""
+    import ase.io
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from forcefit.config import RunConfig
+    from forcefit.training.data_setup import prepare_data
+
+    e0s = {1: -13.0, 8: -2040.0}
+    rng = np.random.default_rng(0)
+    frames, residuals = [], []
+    for k in range(12):
+        numbers = [8, 1, 1] if k % 2 else [8, 1, 1, 8, 1, 1]
+        atoms = Atoms(numbers=numbers, positions=rng.normal(size=(len(numbers), 3)) * 2)
+        r = float(rng.normal()) * 0.3
+        residuals.append(r)
+        energy = sum(e0s[z] for z in numbers) + r
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=rng.normal(size=(len(numbers), 3)))
+        frames.append(atoms)
+    path = tmp_path / "train.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    cfg = RunConfig.model_validate({"data": {"train": str(path), "valid": str(path), "e0s": {"H": -13.0, "O": -2040.0}}})
+    data = prepare_data(cfg)
+    assert data.energy_std == pytest.approx(np.std(residuals), rel=1e-9)

@@ -104,15 +104,19 @@ class DensObjective:
     """Training objective with DeNS mixed into energy + force regression."""
 
     def __init__(self, cfg, energy_weight: float, forces_weight: float, cutoff: float, force_rms: float = 1.0,
-                 forces_kind: str = "mse", energy_kind: str = "mse"):
+                 forces_kind: str = "mse", energy_kind: str = "mse", energy_std: float = 1.0):
         self.cfg = cfg
         self.energy_weight, self.forces_weight, self.cutoff = energy_weight, forces_weight, cutoff
         self.force_scale = force_rms if cfg.normalize_forces else 1.0
         self.forces_kind, self.energy_kind = forces_kind, energy_kind
+        # published loss: (λ_E·L_E + λ_F·L_F)/std(E) + λ_DeNS·L_DeNS; ours keeps L_E, L_F in eV, so the
+        # same balance is λ_E·L_E + λ_F·L_F + std(E)·λ_DeNS·L_DeNS (an overall factor Adam ignores)
+        self.weight_unit = energy_std if getattr(cfg, "weight_units", "loss") == "energy_std" else 1.0
 
     def weight(self, progress: float) -> float:
-        """λ_DeNS, decayed linearly to zero over training when ``decay`` is set."""
-        return self.cfg.weight * (1.0 - progress) if self.cfg.decay else self.cfg.weight
+        """Effective λ_DeNS on the eV-scale loss, decayed linearly to zero over training when ``decay`` is set."""
+        w = self.cfg.weight * self.weight_unit
+        return w * (1.0 - progress) if self.cfg.decay else w
 
     def __call__(self, model, batch: dict, progress: float = 0.0, generator: torch.Generator | None = None):
         if generator is None:

@@ -18,6 +18,7 @@ class RunData:
     e0s: dict[int, float]
     shift: float  # mean per-atom energy after E0s (eV/atom)
     scale: float  # force RMS (eV/Å), or per-atom energy std without forces
+    energy_std: float = 1.0  # std of the training structures' energies after E0s (eV): the published DeNS loss unit
 
 
 def _read_all(paths, cfg) -> list[Frame]:
@@ -59,4 +60,6 @@ def prepare_data(config: RunConfig) -> RunData:
         scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
     else:
         scale = float(np.std(residual)) if len(residual) > 1 else 1.0
-    return RunData(train, valid, test, species, e0s, shift, max(scale, 1e-6))
+    totals = [r * f.n_atoms for r, f in zip(residual, (f for f in train if f.energy is not None))]
+    energy_std = float(np.std(totals)) if len(totals) > 1 else 1.0
+    return RunData(train, valid, test, species, e0s, shift, max(scale, 1e-6), energy_std if energy_std > 0 else 1.0)

@@ -44,7 +44,7 @@ def make_objective(config: RunConfig, data: RunData):
         from ..objectives.dens import DensObjective
 
         return DensObjective(config.dens, t.energy_weight, t.forces_weight, cutoff=config.model.cutoff, force_rms=data.scale,
-                             forces_kind=t.forces_loss, energy_kind=t.energy_loss)
+                             forces_kind=t.forces_loss, energy_kind=t.energy_loss, energy_std=data.energy_std)
     return EnergyForcesObjective(t.energy_weight, t.forces_weight, forces_kind=t.forces_loss, energy_kind=t.energy_loss)
 
 
@@ -84,6 +84,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         forceless = sum(f.forces is None for f in data.train)
         rank_zero_info(f"DeNS: {len(data.train) - forceless} training frames can be denoised; "
                        f"{forceless} have no forces and train without denoising")
+        if config.dens.weight_units == "energy_std":
+            rank_zero_info(f"DeNS: λ_DeNS = {config.dens.weight:g} × energy std {data.energy_std:.4g} eV "
+                           f"= {config.dens.weight * data.energy_std:.4g} on the eV-scale loss")
     dtype = getattr(torch, config.model.dtype)
     architecture = architecture_of(config, data)
     try:
