@@ -67,10 +67,11 @@ CONFIGS = [
     dict(l_max=2, edge_l_max=2, channels=8),  # the model before edge_l_max existed
     dict(correlation=2, gate=True, num_layers=3, channels=8),
     dict(correlation=1, channels=8),
+    dict(species_self_connection=True, channels=8),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip"])
 @pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
 def test_o3_equivariance(config, with_condition):
     model = make(**config)
@@ -172,7 +173,8 @@ def test_zero_condition_equals_no_condition():
     assert (v2["noise"] - v0["noise"]).abs().max() > 1e-8
 
 
-@pytest.mark.parametrize("config", [dict(), dict(l_max=3, channels=8), dict(num_layers=1, channels=8)], ids=["default", "lmax3", "1layer"])
+@pytest.mark.parametrize("config", [dict(), dict(l_max=3, channels=8), dict(num_layers=1, channels=8), dict(species_self_connection=True, channels=8)],
+                         ids=["default", "lmax3", "1layer", "species-skip"])
 def test_sparse_condition_equals_the_dense_first_layer(config):
     """The condition's messages are computed only on edges leaving conditioned atoms; that must equal
     feeding the dense features (embedding + condition at every degree) through the full first layer."""
@@ -205,6 +207,22 @@ def test_sparse_condition_equals_the_dense_first_layer(config):
     # and the conditioned atoms really send messages: without them the outputs differ
     e_none, _, _ = evaluate(model, pos, species, edges, None)
     assert (energy - e_none).abs() > 1e-8
+
+
+def test_species_self_connection_mixes_per_species():
+    """Each atom's residual uses its own species' weights: changing one species' weights changes
+    only what that species' atoms get from the skip."""
+    from forcefit.models.irreps_ops import SpeciesDegreewiseLinear
+
+    torch.manual_seed(0)
+    lin = SpeciesDegreewiseLinear(2, 3, 4, 5).double()
+    x = torch.randn(9, 6, 4, dtype=torch.float64)
+    species = torch.tensor([0, 1, 2, 1, 0, 2])
+    y = lin(x, species)
+    w = lin.weight.view(3, 4, 3, 5)  # (degree, C_in, species, C_out)
+    degree = [0] + [1] * 3 + [2] * 5
+    expected = torch.stack([torch.stack([x[d, n] @ w[degree[d], :, species[n]] for n in range(6)]) for d in range(9)])
+    assert torch.allclose(y, expected, atol=1e-12, rtol=0)
 
 
 def test_smooth_cutoff():
@@ -306,7 +324,8 @@ def test_training_step_with_create_graph():
 
 
 @pytest.mark.parametrize("kept", [(), ("forces",)])
-@pytest.mark.parametrize("config", [dict(), dict(correlation=2, gate=True, num_layers=3, channels=8), dict(correlation=1, channels=8)])
+@pytest.mark.parametrize("config", [dict(), dict(correlation=2, gate=True, num_layers=3, channels=8), dict(correlation=1, channels=8),
+                                    dict(species_self_connection=True, channels=8)])
 def test_dropping_the_noise_head_keeps_every_other_output(kept, config):
     """Export drops the DeNS head (and, with no head left, the last layer's l > 0 outputs): same energy, forces, heads."""
     src = make(**config)

@@ -55,6 +55,7 @@ from .base import encode_vector
 from .irreps_ops import (
     ChannelwiseTensorProduct,
     DegreewiseLinear,
+    SpeciesDegreewiseLinear,
     SphericalHarmonicsPolynomial,
     degree_of_component,
     num_components,
@@ -132,6 +133,7 @@ class InteractionLayer(nn.Module):
         gate: bool,
         first: bool,
         edge_l_max: int | None = None,
+        species_self_connection: bool = False,
     ):
         super().__init__()
         edge_l_max = l_max if edge_l_max is None else edge_l_max
@@ -143,7 +145,9 @@ class InteractionLayer(nn.Module):
         self.linear_a = DegreewiseLinear(edge_l_max, channels, channels)
         self.product = ManyBodyProduct(num_species, channels, edge_l_max, l_out_max, correlation, l_mid=l_max)
         self.linear_out = DegreewiseLinear(l_out_max, channels, channels)
-        self.self_connection = DegreewiseLinear(l_out_max, channels, channels)
+        self.species_self_connection = species_self_connection
+        self.self_connection = (SpeciesDegreewiseLinear(l_out_max, num_species, channels, channels) if species_self_connection
+                                else DegreewiseLinear(l_out_max, channels, channels))
         # SiLU on the scalars whatever l_out_max is (dropping a vector head must not change the energy)
         self.gate = gate
         if self.gate and l_out_max > 0:
@@ -182,12 +186,12 @@ class InteractionLayer(nn.Module):
         a = self.linear_a(a.transpose(0, 1))
         out = self.linear_out(self.product(a, species))
         if condition is not None:
-            out = out + self.self_connection(torch.cat([condition.features[:1] + h.unsqueeze(0), condition.features[1:]])[: self.d_out])
+            out = out + self.skip(torch.cat([condition.features[:1] + h.unsqueeze(0), condition.features[1:]])[: self.d_out], species)
         elif scalars_only:
-            sc = self.self_connection(h.unsqueeze(0))
+            sc = self.skip(h.unsqueeze(0), species)
             out = torch.cat([out[:1] + sc, out[1:]])
         else:
-            out = out + self.self_connection(h[: self.d_out])
+            out = out + self.skip(h[: self.d_out], species)
         if self.gate and self.d_out == 1:
             out = torch.nn.functional.silu(out)
         elif self.gate:
@@ -195,6 +199,11 @@ class InteractionLayer(nn.Module):
             g = torch.sigmoid(self.gate_linear(s)).index_select(-1, self.gate_index).view(n, self.d_out - 1, self.channels)
             out = torch.cat([torch.nn.functional.silu(s).unsqueeze(0), out[1:] * g.transpose(0, 1)])
         return out
+
+
+    def skip(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """The residual's channel mixing, per species when ``species_self_connection``."""
+        return self.self_connection(h, species) if self.species_self_connection else self.self_connection(h)
 
 
 class EquivariantACE(nn.Module):
@@ -219,6 +228,8 @@ class EquivariantACE(nn.Module):
         readout_hidden: width of the MLP that reads the energy after the last layer.
         gate: gate nonlinearity after each layer (SiLU on scalars, sigmoid gates on l > 0);
             off by default, as in MACE (the product is the nonlinearity).
+        species_self_connection: one residual channel mixing per species (MACE's
+            element-dependent skip) instead of one shared by all species.
     """
 
     def __init__(
@@ -237,6 +248,7 @@ class EquivariantACE(nn.Module):
         avg_num_neighbors: float = 8.0,
         readout_hidden: int = 16,
         gate: bool = False,
+        species_self_connection: bool = False,
     ):
         super().__init__()
         if l_max < 1:
@@ -263,6 +275,7 @@ class EquivariantACE(nn.Module):
             InteractionLayer(
                 num_species, channels, l_max, l_max if k < num_layers - 1 else last_l,
                 correlation, avg_num_neighbors, gate, first=k == 0, edge_l_max=edge_l_max,
+                species_self_connection=species_self_connection,
             )
             for k in range(num_layers)
         )

@@ -211,6 +211,26 @@ class DegreewiseLinear(nn.Module):
         return torch.bmm(x, self.weight.index_select(0, self.degree[: x.shape[0]]))
 
 
+class SpeciesDegreewiseLinear(nn.Module):
+    """``DegreewiseLinear`` with one weight set per species (MACE's element-dependent self-connection,
+    an e3nn tensor product with the one-hot species): x (d, N, C_in), species (N,) → (d, N, C_out).
+
+    All species' maps are one batched matmul (S × the flops of one, still tiny),
+    then each atom keeps its own species' output.
+    """
+
+    def __init__(self, l_max: int, num_species: int, channels_in: int, channels_out: int):
+        super().__init__()
+        self.l_max, self.num_species, self.channels_out = l_max, num_species, channels_out
+        self.weight = nn.Parameter(torch.randn(l_max + 1, channels_in, num_species * channels_out) / math.sqrt(channels_in))
+        self.register_buffer("degree", degree_of_component(l_max), persistent=False)
+
+    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        d, n, _ = x.shape
+        y = torch.bmm(x, self.weight.index_select(0, self.degree[:d])).view(d, n, self.num_species, self.channels_out)
+        return y[:, torch.arange(n, device=x.device), species]
+
+
 class SphericalHarmonicsPolynomial(nn.Module):
     """e3nn's component-normalised real spherical harmonics of unit vectors, as one matmul.
 
