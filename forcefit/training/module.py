@@ -31,6 +31,7 @@ class ForceFieldModule(L.LightningModule):
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema_decay), use_buffers=True)
         self._epoch_start = None
         self._epoch_structures = 0
+        self._metric_sums: dict[str, tuple[torch.Tensor, int]] = {}  # objective metrics: structure-weighted epoch sums
         self._val_start, self._val_seconds = None, 0.0
 
     # ---- the model used for validation and export
@@ -58,8 +59,11 @@ class ForceFieldModule(L.LightningModule):
         n = int(batch["num_atoms"].shape[0])
         self._epoch_structures += n
         self.log("loss", loss, prog_bar=True, batch_size=n)
+        # the objective's metrics are summed here and logged once per epoch: a Lightning log call
+        # costs about as much as a small model's forward pass, and DeNS reports a dozen metrics
         for key, value in metrics.items():
-            self.log(f"train_{key}", value, batch_size=n)
+            total, count = self._metric_sums.get(key, (0.0, 0))
+            self._metric_sums[key] = (total + value.detach() * n, count + n)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -68,6 +72,7 @@ class ForceFieldModule(L.LightningModule):
 
     def on_train_epoch_start(self):
         self._epoch_start, self._epoch_structures, self._val_seconds = time.perf_counter(), 0, 0.0
+        self._metric_sums = {}
 
     def on_validation_epoch_start(self):
         self._val_start = time.perf_counter()
@@ -82,6 +87,8 @@ class ForceFieldModule(L.LightningModule):
             seconds = time.perf_counter() - self._epoch_start - self._val_seconds
             rate = self._epoch_structures / max(seconds, 1e-9)
             self.log("structures_per_s", rate, prog_bar=True)
+        for key, (total, count) in self._metric_sums.items():
+            self.log(f"train_{key}", total / count)  # mean over the epoch's steps that reported it, by structures
         self.log("lr", self.optimizers().param_groups[0]["lr"])
 
     # ---- validation with the averaged weights
