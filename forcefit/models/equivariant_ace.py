@@ -39,8 +39,9 @@ Speed (measurements in benchmarks/NOTES.md): all CG paths of a product are
 one dense tensor; the radial MLP is shared by the layers (one output matmul
 for all layers, weights expanded per CG column on the parameter, not per
 edge); the first layer skips its input linear (a reparametrisation of the
-embedding) and its l1 > 0 paths, except on edges from conditioned atoms; the last layer only
-computes the degrees something reads (l = 0, or l ≤ 1 with vector heads).
+embedding) and its l1 > 0 paths, except on edges from conditioned atoms; the
+last layer only computes the degrees something reads (l = 0, or l ≤ 1 with
+vector heads).
 """
 from __future__ import annotations
 
@@ -186,7 +187,8 @@ class InteractionLayer(nn.Module):
         a = self.linear_a(a.transpose(0, 1))
         out = self.linear_out(self.product(a, species))
         if condition is not None:
-            out = out + self.skip(torch.cat([condition.features[:1] + h.unsqueeze(0), condition.features[1:]])[: self.d_out], species)
+            dense = torch.cat([condition.features[:1] + h.unsqueeze(0), condition.features[1:]])  # (D, N, C), cheap per atom
+            out = out + self.skip(dense[: self.d_out], species)
         elif scalars_only:
             sc = self.skip(h.unsqueeze(0), species)
             out = torch.cat([out[:1] + sc, out[1:]])
@@ -199,7 +201,6 @@ class InteractionLayer(nn.Module):
             g = torch.sigmoid(self.gate_linear(s)).index_select(-1, self.gate_index).view(n, self.d_out - 1, self.channels)
             out = torch.cat([torch.nn.functional.silu(s).unsqueeze(0), out[1:] * g.transpose(0, 1)])
         return out
-
 
     def skip(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """The residual's channel mixing, per species when ``species_self_connection``."""

@@ -111,7 +111,7 @@ class DensObjective:
         self.forces_kind, self.energy_kind = forces_kind, energy_kind
         # published loss: (λ_E·L_E + λ_F·L_F)/std(E) + λ_DeNS·L_DeNS; ours keeps L_E, L_F in eV, so the
         # same balance is λ_E·L_E + λ_F·L_F + std(E)·λ_DeNS·L_DeNS (an overall factor Adam ignores)
-        self.weight_unit = energy_std if getattr(cfg, "weight_units", "loss") == "energy_std" else 1.0
+        self.weight_unit = energy_std if cfg.weight_units == "energy_std" else 1.0
 
     def weight(self, progress: float) -> float:
         """Effective λ_DeNS on the eV-scale loss, decayed linearly to zero over training when ``decay`` is set."""

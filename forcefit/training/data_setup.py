@@ -60,6 +60,6 @@ def prepare_data(config: RunConfig) -> RunData:
         scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
     else:
         scale = float(np.std(residual)) if len(residual) > 1 else 1.0
-    totals = [r * f.n_atoms for r, f in zip(residual, (f for f in train if f.energy is not None))]
+    totals = [f.energy - sum(e0s[int(z)] for z in f.numbers) for f in train if f.energy is not None]
     energy_std = float(np.std(totals)) if len(totals) > 1 else 1.0
     return RunData(train, valid, test, species, e0s, shift, max(scale, 1e-6), energy_std if energy_std > 0 else 1.0)
