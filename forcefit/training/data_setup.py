@@ -53,13 +53,14 @@ def prepare_data(config: RunConfig) -> RunData:
         validate_frames(test, "test", False, False, species)
 
     e0s = resolve_e0s(d.e0s, train, species)
-    residual = [(f.energy - sum(e0s[int(z)] for z in f.numbers)) / f.n_atoms for f in train if f.energy is not None]
+    labelled = [f for f in train if f.energy is not None]
+    totals = [f.energy - sum(e0s[int(z)] for z in f.numbers) for f in labelled]  # energy after E0s, eV
+    residual = [t / f.n_atoms for t, f in zip(totals, labelled)]
     shift = float(np.mean(residual)) if residual else 0.0
     forces = [f.forces for f in train if f.forces is not None]
     if forces:
         scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
     else:
         scale = float(np.std(residual)) if len(residual) > 1 else 1.0
-    totals = [f.energy - sum(e0s[int(z)] for z in f.numbers) for f in train if f.energy is not None]
     energy_std = float(np.std(totals)) if len(totals) > 1 else 1.0
     return RunData(train, valid, test, species, e0s, shift, max(scale, 1e-6), energy_std if energy_std > 0 else 1.0)
