@@ -84,9 +84,6 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         forceless = sum(f.forces is None for f in data.train)
         rank_zero_info(f"DeNS: {len(data.train) - forceless} training frames can be denoised; "
                        f"{forceless} have no forces and train without denoising")
-        if config.dens.weight_units == "energy_std":
-            rank_zero_info(f"DeNS: λ_DeNS = {config.dens.weight:g} × energy std {data.energy_std:.4g} eV "
-                           f"= {config.dens.weight * data.energy_std:.4g} on the eV-scale loss")
     dtype = getattr(torch, config.model.dtype)
     architecture = architecture_of(config, data)
     try:
@@ -94,7 +91,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.options: {exc}") from None
     val_interval = validation_interval(t.val_interval, len(data.train))
-    module = ForceFieldModule(potential, make_objective(config, data), t, seed=config.seed, val_interval=val_interval)
+    objective = make_objective(config, data)
+    if config.dens is not None and config.dens.weight_units == "energy_std":
+        rank_zero_info(f"DeNS: λ_DeNS = {config.dens.weight:g} × energy std {data.energy_std:.4g} eV "
+                       f"= {objective.weight(0.0):.4g} on the eV-scale loss")
+    module = ForceFieldModule(potential, objective, t, seed=config.seed, val_interval=val_interval)
 
     collate = Collater(dtype)
     train_set, valid_set = GraphDataset(data.train, config.model.cutoff), GraphDataset(data.valid, config.model.cutoff)
