@@ -2,11 +2,13 @@
 
     python benchmarks/dens.py [--datasets ethanol950 ethanol50 acac] [--model NAME]
                               [--epochs 60] [--minutes 5] [--seeds 0 1] [--loss published|mse]
-                              [--variants '{}' '{"weight": 1}' ...]
+                              [--variants '{}' '{"weight": 1}' ...] [--parallel]
 
 Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
 (--minutes). Prints test force/energy MAE, the relative change with DeNS and
-the training-time overhead (seconds per epoch, DeNS / plain).
+the training-time overhead (seconds per epoch, DeNS / plain). --parallel runs the
+runs of one seed at the same time, one process each (use --threads 1 and no more
+runs than cores): both see the same machine load, and a long pair takes half the wall time.
 Datasets: ethanol (rMD17) with 950 or 50 training frames, acetylacetone
 (train_300K.xyz → test_MD_300K.xyz). Both runs of a pair use the same supervised loss:
 by default the published DeNS recipe (energy MAE + force L2 norm, λ_E:λ_F = 1:80);
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,10 @@ def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
     raise SystemExit(f"unknown dataset {name}")
 
 
+def _train(job: dict) -> dict:
+    return train_forcefit(**job)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["ethanol950", "ethanol50", "acac"])
@@ -47,6 +55,7 @@ def main() -> None:
                    help='DeNS settings to compare with the one plain run, as JSON, e.g. \'{}\' \'{"weight": 1}\' \'{"p": 0.1}\'')
     p.add_argument("--training", default="{}", help='extra training settings for both runs, as JSON, e.g. \'{"grad_clip": null}\'')
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
+    p.add_argument("--parallel", action="store_true", help="train the runs of one seed concurrently, one process each")
     args = p.parse_args()
     variants = [json.loads(v) for v in args.variants]
 
@@ -63,10 +72,15 @@ def main() -> None:
             results = {label: [] for label, _ in runs}
             for seed in args.seeds:
                 paths, e0s = dataset(name, seed, work)
-                for k, (label, dens_settings) in enumerate(runs):
-                    r = train_forcefit(paths, e0s, work / f"{name}_{mode}_{seed}_{k}", budget["minutes"], model=args.model,
-                                       seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"], threads=args.threads,
-                                       training=loss)
+                jobs = [dict(paths=paths, e0s=e0s, out=work / f"{name}_{mode}_{seed}_{k}", minutes=budget["minutes"],
+                             model=args.model, seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
+                             threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
+                if args.parallel:
+                    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+                        outcomes = list(pool.map(_train, jobs))
+                else:
+                    outcomes = [_train(job) for job in jobs]
+                for (label, _), r in zip(runs, outcomes):
                     r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
                     results[label].append(r)
             mean = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for label, rs in results.items()}

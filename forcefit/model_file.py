@@ -10,11 +10,14 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .models.base import resolved_options
 from .models.build import build_potential
 from .models.potential import Potential
 
 FORMAT = "forcefit-model"
-FORMAT_VERSION = 2  # 2: equivariant-ace files name their edge_l_max (its default changed from l_max to 3)
+# 2: equivariant-ace files name their edge_l_max (its default changed from l_max to 3).
+# 3: files record every backbone option, defaults resolved (an older forcefit may not know newer options).
+FORMAT_VERSION = 3
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å"}
 INFERENCE_HEADS = ("forces",)  # vector heads kept in exported models
 
@@ -30,8 +33,7 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
     heads = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
     arch = dict(architecture, vector_heads=heads, e0s={int(k): float(v) for k, v in architecture.get("e0s", {}).items()})
     arch["scale"], arch["shift"] = float(potential.scale), float(potential.shift)
-    if hasattr(potential.backbone, "edge_l_max"):  # resolved, so a later default change cannot alter this file's model
-        arch["options"] = dict(arch.get("options", {}), edge_l_max=int(potential.backbone.edge_l_max))
+    arch["options"] = resolved_options(potential.backbone, arch.get("options", {}))  # a later default change cannot alter this model
     state = inference_state_dict(potential, arch)
     payload = {
         "format": FORMAT,
@@ -70,7 +72,10 @@ def inference_state_dict(potential: Potential, inference_architecture: dict) -> 
 def load_model(path: str | Path, device: str = "cpu") -> Potential:
     """Load a model file into an eval-mode Potential (on CPU unless ``device`` says otherwise)."""
     payload = read_model_file(path)
-    potential = build_potential(payload["architecture"])
+    try:
+        potential = build_potential(payload["architecture"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot rebuild the model this file describes ({exc})") from exc
     dtype = getattr(torch, payload.get("dtype", "float32"))
     potential = potential.to(dtype)
     missing, unexpected = potential.load_state_dict(payload["state_dict"], strict=False)
@@ -105,6 +110,8 @@ def _upgrade(payload: dict) -> dict:
     """Bring older formats up to the current one.
 
     1 → 2: equivariant-ace's edge harmonics went up to l_max before ``edge_l_max`` existed.
+    2 → 3: nothing to change; options a format-2 file leaves out take today's defaults,
+    which are the ones it was written with.
     """
     if payload["format_version"] < 2 and payload.get("architecture", {}).get("name") == "equivariant-ace":
         arch = payload["architecture"]
@@ -112,4 +119,5 @@ def _upgrade(payload: dict) -> dict:
         options.setdefault("edge_l_max", options.get("l_max", 2))
         payload["architecture"] = dict(arch, options=options)
         payload["format_version"] = 2
+    payload["format_version"] = max(payload["format_version"], 3)
     return payload

@@ -365,3 +365,39 @@ def test_format_1_model_file_keeps_its_edge_degree(tmp_path):
     assert old.backbone.edge_l_max == 2
     for a, b in zip(old.state_dict().values(), new.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_model_file_keeps_its_model_when_a_default_changes(tmp_path, monkeypatch):
+    """Files record every option as resolved; a later default change must not alter what an old file rebuilds."""
+    import inspect
+
+    from forcefit.model_file import ModelFileError, load_model, save_model
+    from forcefit.models.build import build_potential
+
+    arch = {"name": "equivariant-ace", "cutoff": 5.0, "options": {"channels": 8}, "species": [1, 6, 8],
+            "e0s": {1: -13.6, 6: -1029.0, 8: -2041.0}, "scale": 1.0, "shift": 0.0, "zbl": False,
+            "direct_forces": False, "vector_heads": ()}
+    torch.manual_seed(4)
+    potential = build_potential(arch)
+    save_model(potential, arch, tmp_path / "m.pt")
+    options = torch.load(tmp_path / "m.pt", weights_only=False)["architecture"]["options"]
+    signature = inspect.signature(EquivariantACE.__init__).parameters
+    assert set(options) == set(signature) - {"self", "num_species", "cutoff", "vector_heads"}
+    assert options["channels"] == 8 and options["edge_l_max"] == 3 and options["num_layers"] == 2  # None resolved
+
+    defaults = list(EquivariantACE.__init__.__defaults__)
+    names = [n for n, p in signature.items() if p.default is not p.empty]
+    for name, value in (("num_layers", 1), ("edge_l_max", 2), ("num_bessel", 4)):
+        defaults[names.index(name)] = value
+    monkeypatch.setattr(EquivariantACE.__init__, "__defaults__", tuple(defaults))
+    assert EquivariantACE(num_species=3).edge_l_max == 2  # the default did change
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.backbone.edge_l_max == 3 and len(loaded.backbone.layers) == 2
+    for a, b in zip(loaded.state_dict().values(), potential.state_dict().values()):
+        assert torch.equal(a, b)
+
+    payload = torch.load(tmp_path / "m.pt", weights_only=False)
+    payload["architecture"]["options"]["attention_heads"] = 4  # an option from a newer forcefit
+    torch.save(payload, tmp_path / "newer.pt")
+    with pytest.raises(ModelFileError, match="newer.pt: cannot rebuild.*attention_heads"):
+        load_model(tmp_path / "newer.pt")

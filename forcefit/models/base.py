@@ -15,14 +15,39 @@ A backbone maps species and edge vectors to per-atom outputs:
 - Constructor arguments common to all: ``num_species``, ``cutoff``,
   ``vector_heads`` (names of extra equivariant per-atom vector outputs; the name
   "forces" is used for a direct-force head).
-- Attributes: ``cutoff`` (Å) and ``l_max`` (highest degree carried).
+- Attributes: ``cutoff`` (Å) and ``l_max`` (highest degree carried). An option
+  whose default is ``None`` and is resolved at construction keeps the resolved
+  value in an attribute of the same name (so ``resolved_options`` can record it).
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 from e3nn import o3
+
+
+COMMON_ARGUMENTS = ("num_species", "cutoff", "vector_heads")
+
+
+def resolved_options(backbone: torch.nn.Module, options: dict) -> dict:
+    """Every constructor option with the value ``backbone`` was built with: the user's, else the default.
+
+    A model file stores these, so a later change of a default cannot change the
+    model an old file rebuilds. Defaults of ``None`` resolved at construction
+    are read back from the attribute of the same name.
+    """
+    resolved = {}
+    for name, param in inspect.signature(type(backbone).__init__).parameters.items():
+        if name == "self" or name in COMMON_ARGUMENTS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = options.get(name, param.default)
+        if value is None and getattr(backbone, name, None) is not None:
+            value = getattr(backbone, name)
+        if value is not param.empty:
+            resolved[name] = value
+    return resolved
 
 
 def encode_vector(vector: torch.Tensor, l_max: int) -> list[torch.Tensor]:
