@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ase.io
@@ -102,6 +104,17 @@ def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300,
     start = time.perf_counter()
     dyn.run(steps)
     return steps / (time.perf_counter() - start)
+
+
+def map_jobs(fn, jobs: list, parallel: bool) -> list:
+    """``[fn(job) for job in jobs]``, or all at once in fresh processes (one each) when ``parallel``.
+
+    Spawned, so each run starts with its own torch thread setting and RNG state.
+    """
+    if not parallel or len(jobs) < 2:
+        return [fn(job) for job in jobs]
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, jobs))
 
 
 def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from common import print_table, save_json, split_for, train_forcefit
+from common import map_jobs, print_table, save_json, split_for, train_forcefit
 
 
 def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
@@ -75,12 +73,7 @@ def main() -> None:
                 jobs = [dict(paths=paths, e0s=e0s, out=work / f"{name}_{mode}_{seed}_{k}", minutes=budget["minutes"],
                              model=args.model, seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
                              threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
-                if args.parallel:
-                    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-                        outcomes = list(pool.map(_train, jobs))
-                else:
-                    outcomes = [_train(job) for job in jobs]
-                for (label, _), r in zip(runs, outcomes):
+                for (label, _), r in zip(runs, map_jobs(_train, jobs, args.parallel)):
                     r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
                     results[label].append(r)
             mean = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for label, rs in results.items()}

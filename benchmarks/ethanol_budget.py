@@ -21,14 +21,12 @@ models of one seed see the same load.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from common import md_steps_per_second, print_table, save_json, split_for, train_forcefit
+from common import map_jobs, md_steps_per_second, print_table, save_json, split_for, train_forcefit
 
 
 def _run_one(job: tuple) -> list[dict]:
@@ -93,13 +91,10 @@ def main() -> None:
     args.json = args.json or Path(f"benchmarks/results/{args.dataset}_budget.json")
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"{args.dataset}_budget_"))
-    jobs = [(args, n, seed, work / f"seed{seed}") for n in args.sizes for seed in args.seeds]
-    if args.parallel and len(args.seeds) > 1:
-        with ProcessPoolExecutor(len(args.seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
-            per_job = list(pool.map(_run_one, jobs))
-    else:
-        per_job = [_run_one(job) for job in jobs]
-    rows = [row for job_rows in per_job for row in job_rows]
+    rows = []
+    for n in args.sizes:  # with --parallel the seeds run side by side, the sizes one after another
+        jobs = [(args, n, seed, work / f"seed{seed}") for seed in args.seeds]
+        rows += [row for seed_rows in map_jobs(_run_one, jobs, args.parallel) for row in seed_rows]
     if len(args.seeds) > 1:
         rows += _mean_rows(rows)
     save_json(args.json, rows)
