@@ -106,6 +106,11 @@ def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300,
     return steps / (time.perf_counter() - start)
 
 
+def train_job(job: dict) -> dict:
+    """``train_forcefit(**job)``: a module-level function, so ``map_jobs`` can send it to another process."""
+    return train_forcefit(**job)
+
+
 def map_jobs(fn, jobs: list, parallel: bool) -> list:
     """``[fn(job) for job in jobs]``, or all at once in fresh processes (one each) when ``parallel``.
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import map_jobs, print_table, save_json, split_for, train_forcefit
+from common import map_jobs, print_table, save_json, split_for, train_job
 
 
 def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
@@ -33,10 +33,6 @@ def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
     if name == "acac":
         return split_for("acac", 450, seed, work / f"acac_{seed}")
     raise SystemExit(f"unknown dataset {name}")
-
-
-def _train(job: dict) -> dict:
-    return train_forcefit(**job)
 
 
 def main() -> None:
@@ -73,7 +69,7 @@ def main() -> None:
                 jobs = [dict(paths=paths, e0s=e0s, out=work / f"{name}_{mode}_{seed}_{k}", minutes=budget["minutes"],
                              model=args.model, seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
                              threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
-                for (label, _), r in zip(runs, map_jobs(_train, jobs, args.parallel)):
+                for (label, _), r in zip(runs, map_jobs(train_job, jobs, args.parallel)):
                     r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
                     results[label].append(r)
             mean = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for label, rs in results.items()}

@@ -4,7 +4,8 @@
         '{"training": {"energy_loss": "mae", "forces_loss": "l2", "energy_weight": 9, "forces_weight": 80}}'
 
 Each variant is JSON with optional ``options`` (model options) and ``training`` (training settings).
-Runs go one after another on the same frames and seed; the table shows the test force MAE on the
+Runs go one after another (or side by side with --parallel, one process each: use no more
+variants than cores) on the same frames and seed; the table shows the test force MAE on the
 900 held-out frames. For the MACE reference, run ethanol_budget.py --with-mace --sizes 50.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import print_table, save_json, split_for, train_forcefit
+from common import map_jobs, print_table, save_json, split_for, train_job
 
 
 def main() -> None:
@@ -25,19 +26,20 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/ethanol50_variants.json"))
+    p.add_argument("--parallel", action="store_true", help="run the variants concurrently, one process each")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ethanol50_variants_"))
     paths, e0s = split_for("ethanol", 50, args.seed, work / "split")
-    rows = []
-    for k, text in enumerate(args.variants):
-        variant = json.loads(text)
+    variants = [json.loads(text) for text in args.variants]
+    for text, variant in zip(args.variants, variants):
         unknown = set(variant) - {"options", "training"}
         if unknown:
             raise SystemExit(f"variant {text}: unknown keys {sorted(unknown)} (use 'options' and 'training')")
-        r = train_forcefit(paths, e0s, work / f"run_{k}", args.minutes, model=args.model, seed=args.seed, threads=args.threads,
-                           options=variant.get("options"), training=variant.get("training"))
-        rows.append({"variant": text, **{key: v for key, v in r.items() if key != "model_path"}})
-        save_json(args.json, rows)
+    jobs = [dict(paths=paths, e0s=e0s, out=work / f"run_{k}", minutes=args.minutes, model=args.model, seed=args.seed,
+                 threads=args.threads, options=v.get("options"), training=v.get("training")) for k, v in enumerate(variants)]
+    rows = [{"variant": text, **{key: v for key, v in r.items() if key != "model_path"}}
+            for text, r in zip(args.variants, map_jobs(train_job, jobs, args.parallel))]
+    save_json(args.json, rows)
     print_table(f"{args.model} on 50 ethanol frames, {args.minutes:g} minutes, seed {args.seed}", rows, [
         ("variant", "variant", ""), ("test_forces_mae_meV_per_A", "F MAE meV/Å", ".1f"),
         ("test_energy_mae_meV_per_atom", "E MAE meV/atom", ".2f"), ("epochs", "epochs", "d"),
