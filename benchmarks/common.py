@@ -111,15 +111,18 @@ def train_job(job: dict) -> dict:
     return train_forcefit(**job)
 
 
-def map_jobs(fn, jobs: list, parallel: bool) -> list:
-    """``[fn(job) for job in jobs]``, or all at once in fresh processes (one each) when ``parallel``.
+def map_jobs(fn, jobs: list, parallel: bool):
+    """Yield ``fn(job)`` for each job in order, run one after another or all at once in fresh
+    processes (one each) when ``parallel``.
 
-    Spawned, so each run starts with its own torch thread setting and RNG state.
+    A generator, so a caller can save each result as it arrives and a crash loses only the
+    runs not yet finished. Spawned, so each run starts with its own torch thread setting and RNG state.
     """
     if not parallel or len(jobs) < 2:
-        return [fn(job) for job in jobs]
+        yield from (fn(job) for job in jobs)
+        return
     with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fn, jobs))
+        yield from pool.map(fn, jobs)
 
 
 def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:

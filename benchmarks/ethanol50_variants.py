@@ -37,9 +37,10 @@ def main() -> None:
             raise SystemExit(f"variant {text}: unknown keys {sorted(unknown)} (use 'options' and 'training')")
     jobs = [dict(paths=paths, e0s=e0s, out=work / f"run_{k}", minutes=args.minutes, model=args.model, seed=args.seed,
                  threads=args.threads, options=v.get("options"), training=v.get("training")) for k, v in enumerate(variants)]
-    rows = [{"variant": text, **{key: v for key, v in r.items() if key != "model_path"}}
-            for text, r in zip(args.variants, map_jobs(train_job, jobs, args.parallel))]
-    save_json(args.json, rows)
+    rows = []
+    for text, r in zip(args.variants, map_jobs(train_job, jobs, args.parallel)):
+        rows.append({"variant": text, **{key: v for key, v in r.items() if key != "model_path"}})
+        save_json(args.json, rows)
     print_table(f"{args.model} on 50 ethanol frames, {args.minutes:g} minutes, seed {args.seed}", rows, [
         ("variant", "variant", ""), ("test_forces_mae_meV_per_A", "F MAE meV/Å", ".1f"),
         ("test_energy_mae_meV_per_atom", "E MAE meV/atom", ".2f"), ("epochs", "epochs", "d"),

@@ -94,7 +94,9 @@ def main() -> None:
     rows = []
     for n in args.sizes:  # with --parallel the seeds run side by side, the sizes one after another
         jobs = [(args, n, seed, work / f"seed{seed}") for seed in args.seeds]
-        rows += [row for seed_rows in map_jobs(_run_one, jobs, args.parallel) for row in seed_rows]
+        for seed_rows in map_jobs(_run_one, jobs, args.parallel):
+            rows += seed_rows
+            save_json(args.json, rows)
     if len(args.seeds) > 1:
         rows += _mean_rows(rows)
     save_json(args.json, rows)
