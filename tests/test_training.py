@@ -61,6 +61,15 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     assert resumed.metrics["forces_mae"] == pytest.approx(full.metrics["forces_mae"], rel=1e-4)
+    # the log keeps the epochs before the kill (Lightning's CSV logger deletes the file when it starts)
+    import csv
+
+    def logged(run):
+        rows = list(csv.DictReader(open(run.out / "logs" / "metrics.csv")))
+        return sorted({int(r["epoch"]) for r in rows}), sorted(int(r["epoch"]) for r in rows if r.get("val_loss"))
+
+    assert logged(resumed) == logged(full) == ([0, 1, 2, 3], [1, 3])
+    assert not (resumed.out / "logs" / "metrics.before_resume.csv").exists()
 
 
 def test_sparse_validation_still_validates_the_final_epoch(tmp_path, ethanol_xyz):
@@ -204,3 +213,31 @@ def test_bad_model_settings_are_one_clear_line(tmp_path, ethanol_xyz, model, mes
                                  "--max-epochs", "1", "--out", str(tmp_path / "out"), "--no-progress"])
     assert r.exit_code == 2
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_metrics_history_survives_repeated_kills(tmp_path):
+    """Two kills: each resume keeps the rows up to its checkpoint's step and drops the rows logged after it."""
+    import csv
+
+    from forcefit.training import metrics_history
+
+    def write(rows, keys=("epoch", "step", "loss")):
+        with open(tmp_path / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    write([{"epoch": e, "step": 10 * e, "loss": f"a{e}"} for e in range(4)])  # killed after step 30, checkpoint at 20
+    metrics_history.set_aside(tmp_path)
+    assert not (tmp_path / "metrics.csv").exists()
+    second = [{"epoch": e, "step": 10 * e, "loss": f"b{e}"} for e in range(2, 6)]  # from step 20; killed again, checkpoint at 40
+    write(second)
+    metrics_history.set_aside(tmp_path)
+    write(second)  # as if killed after set_aside wrote the history but before it removed metrics.csv
+    metrics_history.set_aside(tmp_path)
+    write([{"epoch": e, "step": 10 * e, "loss": f"c{e}", "val": "v"} for e in range(4, 7)], keys=("epoch", "step", "loss", "val"))
+    metrics_history.join(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["loss"] for r in rows] == ["a0", "a1", "a2", "b2", "b3", "b4", "c4", "c5", "c6"]
+    assert rows[0]["val"] == "" and rows[-1]["val"] == "v"
+    assert not (tmp_path / metrics_history.HISTORY).exists()

@@ -16,6 +16,7 @@ from ..config import ConfigError, RunConfig
 from ..data import Collater, GraphDataset
 from ..model_file import save_model
 from ..models.build import build_potential
+from . import metrics_history
 from .checkpoint_io import AtomicCheckpointIO
 from .data_setup import RunData, prepare_data
 from .module import ForceFieldModule
@@ -138,7 +139,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         config.to_yaml(out / "config.yaml")
+        if resume:
+            metrics_history.set_aside(out / "logs")
     trainer.fit(module, train_loader, valid_loader, ckpt_path=str(last) if resume else None)
+    if trainer.is_global_zero:
+        metrics_history.join(out / "logs")
 
     model_path = out / "model.pt"
     metrics: dict = {}
