@@ -62,8 +62,19 @@ def split_for(dataset: str, n: int, seed: int, workdir: Path) -> tuple[dict, Pat
 def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str = "painn", seed: int = 0,
                    options: dict | None = None, dens: dict | None = None, max_epochs: int = 100000, threads: int = 2,
                    training: dict | None = None) -> dict:
-    """Train under a wall-time budget (or epochs) and return test metrics and throughput."""
+    """Train under a wall-time budget (or epochs) and return test metrics and throughput.
+
+    Resumable: a finished run leaves ``out/result.json`` and is not trained again; an
+    unfinished one (killed, or cut off with the session) continues from its last
+    checkpoint when called again with the same ``out``. Such a run's ``wall_minutes``
+    counts only its last part, so compare throughput with ``train_structures_per_s``.
+    """
     import forcefit
+
+    done = out / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    resume = (out / "checkpoints" / "last.ckpt").exists()
 
     cfg = {
         "data": {"train": str(paths["train"]), "valid": str(paths["valid"]), "test": str(paths["test"]), "e0s": str(e0s)},
@@ -75,16 +86,18 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     if dens is not None:
         cfg["dens"] = dens
     start = time.perf_counter()
-    result = forcefit.train(cfg)
+    result = forcefit.train(cfg, resume=resume)
     wall = time.perf_counter() - start
     rates = [float(r["structures_per_s"]) for r in csv.DictReader(open(out / "logs" / "metrics.csv")) if r.get("structures_per_s")]
     epochs = max(int(r["epoch"]) for r in csv.DictReader(open(out / "logs" / "metrics.csv"))) + 1
     m = result.metrics
-    return {
+    summary = {
         "test_energy_mae_meV_per_atom": m["energy_mae_per_atom"], "test_energy_mae_meV": m["energy_mae"],
         "test_forces_mae_meV_per_A": m["forces_mae"], "train_structures_per_s": float(np.median(rates[1:] or rates)),
-        "epochs": epochs, "wall_minutes": wall / 60, "model_path": str(result.model_path),
+        "epochs": epochs, "wall_minutes": wall / 60, "model_path": str(result.model_path), "resumed": resume,
     }
+    save_json(done, summary)
+    return summary
 
 
 def md_steps_per_second(model_path: str, structure_path: Path, steps: int = 300, threads: int = 1, compile: bool = False) -> float:

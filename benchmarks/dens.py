@@ -6,7 +6,9 @@
 
 Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
 (--minutes). Prints test force/energy MAE, the relative change with DeNS and
-the training-time overhead (seconds per epoch, DeNS / plain). --parallel runs the
+the training-time overhead (seconds per epoch, DeNS / plain; from training throughput
+when a run was resumed). --workdir keeps the runs, so a run longer than one sitting can be
+continued by calling the same command again. --parallel runs the
 runs of one seed at the same time, one process each (use --threads 1 and no more
 runs than cores): both see the same machine load, and a long pair takes half the wall time.
 Datasets: ethanol (rMD17) with 950 or 50 training frames, acetylacetone
@@ -21,6 +23,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import ase.io
 import numpy as np
 
 from common import map_jobs, print_table, save_json, split_for, train_job
@@ -50,10 +53,13 @@ def main() -> None:
     p.add_argument("--training", default="{}", help='extra training settings for both runs, as JSON, e.g. \'{"grad_clip": null}\'')
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
     p.add_argument("--parallel", action="store_true", help="train the runs of one seed concurrently, one process each")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep the runs here (default: a fresh temporary folder); calling again with the same folder "
+                        "reads the finished runs and resumes the unfinished ones from their last checkpoint")
     args = p.parse_args()
     variants = [json.loads(v) for v in args.variants]
 
-    work = Path(tempfile.mkdtemp(prefix="dens_bench_"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="dens_bench_"))
     loss = ({"energy_loss": "mae", "forces_loss": "l2", "energy_weight": 1.0, "forces_weight": 80.0} if args.loss == "published"
             else {"energy_loss": "mse", "forces_loss": "mse", "energy_weight": 1.0, "forces_weight": 100.0})
     loss = {**loss, **json.loads(args.training)}
@@ -69,8 +75,13 @@ def main() -> None:
                 jobs = [dict(paths=paths, e0s=e0s, out=work / f"{name}_{mode}_{seed}_{k}", minutes=budget["minutes"],
                              model=args.model, seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
                              threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
-                for (label, _), r in zip(runs, map_jobs(train_job, jobs, args.parallel)):
-                    r["s_per_epoch"] = r["wall_minutes"] * 60 / max(r["epochs"], 1)
+                pair = list(map_jobs(train_job, jobs, args.parallel))
+                # a resumed run's wall time covers only its last part: compare training throughput instead
+                by_throughput = any(r.get("resumed") for r in pair)
+                n_train = len(ase.io.read(paths["train"], ":"))
+                for (label, _), r in zip(runs, pair):
+                    r["s_per_epoch"] = (n_train / r["train_structures_per_s"] if by_throughput
+                                        else r["wall_minutes"] * 60 / max(r["epochs"], 1))
                     results[label].append(r)
             mean = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for label, rs in results.items()}
             plain = mean["plain"]

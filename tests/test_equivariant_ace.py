@@ -68,10 +68,12 @@ CONFIGS = [
     dict(correlation=2, gate=True, num_layers=3, channels=8),
     dict(correlation=1, channels=8),
     dict(species_self_connection=True, channels=8),
+    dict(l_max=1, product_l_max=3, channels=8),  # every intermediate degree in the product, as MACE
+    dict(path_mixing=True, channels=8),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip", "lmax1-product3", "path-mixing"])
 @pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
 def test_o3_equivariance(config, with_condition):
     model = make(**config)
@@ -296,6 +298,51 @@ def test_edge_degree_3_reaches_the_energy_through_the_density():
     assert not torch.allclose(evaluate(model, pos, species, edges)[0], e)
     with pytest.raises(ValueError, match="edge_l_max"):
         EquivariantACE(num_species=2, l_max=2, edge_l_max=1)
+    with pytest.raises(ValueError, match="product_l_max"):
+        EquivariantACE(num_species=2, l_max=2, product_l_max=4)
+
+
+def test_product_l_max_adds_the_couplings_through_higher_intermediate_degrees():
+    """product_l_max = 3 keeps (A ⊗ A)_3 between the steps: the model it builds has those paths, and they act."""
+    cut = EquivariantACE(num_species=3, l_max=1, channels=4)
+    full = EquivariantACE(num_species=3, l_max=1, product_l_max=3, channels=4)
+    assert cut.product_l_max == 1 and full.product_l_max == 3
+    first_cut, first_full = cut.layers[0].product.products[0], full.layers[0].product.products[0]
+    assert max(p[2] for p in first_cut.paths) == 1 and max(p[2] for p in first_full.paths) == 3
+    second = full.layers[0].product.products[1]
+    assert any(p[0] == 3 for p in second.paths)  # the intermediate l = 3 is coupled again
+    full = full.double()
+    pos, species = molecule(seed=15)
+    edges = full_graph(pos, full.cutoff)
+    e, _, _ = evaluate(full, pos, species, edges)
+    with torch.no_grad():
+        for layer in full.layers:
+            step = layer.product.products[1]
+            for k, path in enumerate(step.paths):
+                if path[0] > 1:
+                    layer.product.weights[1][k] = 0.0
+    assert not torch.allclose(evaluate(full, pos, species, edges)[0], e)
+
+
+def test_path_mixing_with_one_matrix_for_every_path_is_the_plain_density():
+    """path_mixing applies W_p per path before adding the paths; with W_p = W for all p it is W·(Σ_p), the plain layer."""
+    mixed, plain = make(path_mixing=True, channels=8), make(channels=8)
+    assert not hasattr(mixed.layers[0], "path_weights")  # a first layer has one path per degree
+    pos, species = molecule(seed=16)
+    edges = full_graph(pos, mixed.cutoff)
+    e_mixed, f_mixed, _ = evaluate(mixed, pos, species, edges)
+    state = mixed.state_dict()
+    with torch.no_grad():
+        for k in range(1, len(mixed.layers)):
+            w = state.pop(f"layers.{k}.path_weights")[0]
+            mixed.layers[k].path_weights.copy_(w.expand_as(mixed.layers[k].path_weights))
+            state[f"layers.{k}.linear_a.weight"] = w.expand_as(plain.layers[k].linear_a.weight).clone()
+    plain.load_state_dict(state, strict=True)
+    e1, f1, _ = evaluate(mixed, pos, species, edges)
+    e2, f2, _ = evaluate(plain, pos, species, edges)
+    torch.testing.assert_close(e1, e2, rtol=0, atol=1e-10)
+    torch.testing.assert_close(f1, f2, rtol=0, atol=1e-10)
+    assert not torch.allclose(e_mixed, e1)  # distinct per-path matrices give another function
 
 
 def test_float32_and_registry():
@@ -325,7 +372,8 @@ def test_training_step_with_create_graph():
 
 @pytest.mark.parametrize("kept", [(), ("forces",)])
 @pytest.mark.parametrize("config", [dict(), dict(correlation=2, gate=True, num_layers=3, channels=8), dict(correlation=1, channels=8),
-                                    dict(species_self_connection=True, channels=8)])
+                                    dict(species_self_connection=True, channels=8),
+                                    dict(l_max=1, product_l_max=3, path_mixing=True, channels=8)])
 def test_dropping_the_noise_head_keeps_every_other_output(kept, config):
     """Export drops the DeNS head (and, with no head left, the last layer's l > 0 outputs): same energy, forces, heads."""
     src = make(**config)

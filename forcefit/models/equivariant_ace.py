@@ -135,16 +135,25 @@ class InteractionLayer(nn.Module):
         first: bool,
         edge_l_max: int | None = None,
         species_self_connection: bool = False,
+        product_l_max: int | None = None,
+        path_mixing: bool = False,
     ):
         super().__init__()
         edge_l_max = l_max if edge_l_max is None else edge_l_max
+        product_l_max = l_max if product_l_max is None else product_l_max
         self.l_max, self.l_out_max, self.channels, self.first = l_max, l_out_max, channels, first
         self.d, self.d_out = num_components(edge_l_max), num_components(l_out_max)  # A carries 0..edge_l_max
         # first layer: a linear map of the embedding (+ condition) is just another embedding: skip it
         self.linear_up = None if first else DegreewiseLinear(l_max, channels, channels)
         self.message = ChannelwiseTensorProduct(l_max, edge_l_max, edge_l_max, output_scale=1.0 / float(avg_num_neighbors))
-        self.linear_a = DegreewiseLinear(edge_l_max, channels, channels)
-        self.product = ManyBodyProduct(num_species, channels, edge_l_max, l_out_max, correlation, l_mid=l_max)
+        # A mixed per coupling path (MACE's linear over the path-resolved message) or after adding the paths;
+        # a first layer's input is scalars, one path per degree, where both are the same
+        self.path_mixing = path_mixing and not first
+        if self.path_mixing:
+            self.path_weights = nn.Parameter(torch.randn(self.message.num_paths, channels, channels) / math.sqrt(channels))
+        else:
+            self.linear_a = DegreewiseLinear(edge_l_max, channels, channels)
+        self.product = ManyBodyProduct(num_species, channels, edge_l_max, l_out_max, correlation, l_mid=product_l_max)
         self.linear_out = DegreewiseLinear(l_out_max, channels, channels)
         self.species_self_connection = species_self_connection
         self.self_connection = (SpeciesDegreewiseLinear(l_out_max, num_species, channels, channels) if species_self_connection
@@ -174,17 +183,20 @@ class InteractionLayer(nn.Module):
         """
         scalars_only = h.dim() == 2
         n = h.shape[-2]
-        if scalars_only:
-            msg = self.message.edge_scalar(h.index_select(0, neighbour), sh, radial)
+        if self.path_mixing:
+            a = self.path_mixed_density(h, sh, radial, centre, neighbour)
         else:
-            x = h if self.linear_up is None else self.linear_up(h)
-            msg = self.message.edge(x.transpose(0, 1).index_select(0, neighbour), sh, radial)
-        a = torch.zeros(n, self.d, self.channels, dtype=msg.dtype, device=msg.device).index_add_(0, centre, msg)
-        if condition is not None:
-            e = condition.edges
-            x = condition.features.transpose(0, 1).index_select(0, neighbour.index_select(0, e))
-            a = a.index_add(0, centre.index_select(0, e), self.message.edge(x, sh.index_select(0, e), condition.radial))
-        a = self.linear_a(a.transpose(0, 1))
+            if scalars_only:
+                msg = self.message.edge_scalar(h.index_select(0, neighbour), sh, radial)
+            else:
+                x = h if self.linear_up is None else self.linear_up(h)
+                msg = self.message.edge(x.transpose(0, 1).index_select(0, neighbour), sh, radial)
+            a = torch.zeros(n, self.d, self.channels, dtype=msg.dtype, device=msg.device).index_add_(0, centre, msg)
+            if condition is not None:
+                e = condition.edges
+                x = condition.features.transpose(0, 1).index_select(0, neighbour.index_select(0, e))
+                a = a.index_add(0, centre.index_select(0, e), self.message.edge(x, sh.index_select(0, e), condition.radial))
+            a = self.linear_a(a.transpose(0, 1))
         out = self.linear_out(self.product(a, species))
         if condition is not None:
             dense = torch.cat([condition.features[:1] + h.unsqueeze(0), condition.features[1:]])  # (D, N, C), cheap per atom
@@ -201,6 +213,18 @@ class InteractionLayer(nn.Module):
             g = torch.sigmoid(self.gate_linear(s)).index_select(-1, self.gate_index).view(n, self.d_out - 1, self.channels)
             out = torch.cat([torch.nn.functional.silu(s).unsqueeze(0), out[1:] * g.transpose(0, 1)])
         return out
+
+    def path_mixed_density(self, h, sh, radial, centre, neighbour) -> torch.Tensor:
+        """A (D, N, C) = Σ_p W_p · (Σ_j path p's message): one channel mixing per coupling path.
+
+        The neighbour sum is kept per path (Q = Σ_p (2 l3 + 1) rows instead of D),
+        then one batched matmul applies each path's matrix and the paths are added.
+        """
+        x = self.linear_up(h)
+        msg = self.message.edge_paths(x.transpose(0, 1).index_select(0, neighbour), sh, radial)  # (E, Q, C)
+        a = torch.zeros(h.shape[1], msg.shape[1], self.channels, dtype=msg.dtype, device=msg.device).index_add_(0, centre, msg)
+        a = torch.bmm(a.transpose(0, 1), self.path_weights.index_select(0, self.message.path_of_column))  # (Q, N, C)
+        return torch.matmul(self.message.path_sum, a.reshape(a.shape[0], -1)).view(self.d, h.shape[1], self.channels)
 
     def skip(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """The residual's channel mixing, per species when ``species_self_connection``."""
@@ -231,6 +255,13 @@ class EquivariantACE(nn.Module):
             off by default, as in MACE (the product is the nonlinearity).
         species_self_connection: one residual channel mixing per species (MACE's
             element-dependent skip) instead of one shared by all species.
+        product_l_max: highest degree kept between the steps of the many-body product
+            (default l_max; up to edge_l_max). MACE's symmetric contraction keeps every
+            intermediate degree; cutting them to l_max makes the product cheaper but
+            drops couplings such as (A_2 ⊗ A_2)_2 ⊗ A_2 → 0 when l_max = 1.
+        path_mixing: from the second layer on, mix channels with one matrix per coupling
+            path of the message before adding the paths (MACE's linear over the
+            path-resolved message), instead of one matrix per degree after adding them.
     """
 
     def __init__(
@@ -250,6 +281,8 @@ class EquivariantACE(nn.Module):
         readout_hidden: int = 16,
         gate: bool = False,
         species_self_connection: bool = False,
+        product_l_max: int | None = None,
+        path_mixing: bool = False,
     ):
         super().__init__()
         if l_max < 1:
@@ -257,6 +290,10 @@ class EquivariantACE(nn.Module):
         edge_l_max = max(3, l_max) if edge_l_max is None else int(edge_l_max)
         if edge_l_max < l_max:
             raise ValueError(f"edge_l_max must be ≥ l_max (got {edge_l_max} < {l_max})")
+        product_l_max = l_max if product_l_max is None else int(product_l_max)
+        if not l_max <= product_l_max <= edge_l_max:
+            raise ValueError(f"product_l_max must be between l_max and edge_l_max ({l_max}..{edge_l_max}), got {product_l_max}")
+        self.product_l_max = product_l_max
         if num_layers < 1:
             raise ValueError(f"num_layers must be ≥ 1 (got {num_layers})")
         self.num_species, self.cutoff, self.l_max, self.edge_l_max = int(num_species), float(cutoff), int(l_max), edge_l_max
@@ -276,7 +313,8 @@ class EquivariantACE(nn.Module):
             InteractionLayer(
                 num_species, channels, l_max, l_max if k < num_layers - 1 else last_l,
                 correlation, avg_num_neighbors, gate, first=k == 0, edge_l_max=edge_l_max,
-                species_self_connection=species_self_connection,
+                species_self_connection=species_self_connection, product_l_max=product_l_max,
+                path_mixing=path_mixing,
             )
             for k in range(num_layers)
         )

@@ -180,8 +180,12 @@ class ChannelwiseTensorProduct(nn.Module):
 
     def edge(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x (E, D1, C), y (E, D2), w (E, Q, C) → (E, D3, C)."""
+        return torch.matmul(self.path_sum, self.edge_paths(x, y, w))
+
+    def edge_paths(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``edge`` before the paths are added: every path's output block apart, (E, Q, C)."""
         m = torch.matmul(y, self.cg_edge).view(-1, self.num_columns, self.d1)
-        return torch.matmul(self.path_sum, torch.bmm(m, x) * w)
+        return torch.bmm(m, x) * w
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x (D1, N, C), y (D2, N, C), w (Q, N, C) → (D3, N, C)."""
