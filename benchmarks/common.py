@@ -71,11 +71,6 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     """
     import forcefit
 
-    done = out / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    resume = (out / "checkpoints" / "last.ckpt").exists()
-
     cfg = {
         "data": {"train": str(paths["train"]), "valid": str(paths["valid"]), "test": str(paths["test"]), "e0s": str(e0s)},
         "model": {"name": model, "options": options or {}},
@@ -85,6 +80,13 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     }
     if dens is not None:
         cfg["dens"] = dens
+    job, done = out / "job.json", out / "result.json"
+    if (job.exists() and json.loads(job.read_text()) != json.loads(json.dumps(cfg, default=str))) or (done.exists() and not job.exists()):
+        raise SystemExit(f"{out} holds a run with other (or unknown) settings; use another work folder")
+    if done.exists():
+        return json.loads(done.read_text())
+    resume = (out / "checkpoints" / "last.ckpt").exists()
+    save_json(job, cfg)
     start = time.perf_counter()
     result = forcefit.train(cfg, resume=resume)
     wall = time.perf_counter() - start
