@@ -50,6 +50,7 @@ def main() -> None:
                    help="supervised loss of both runs: published DeNS recipe (energy MAE + force L2 norm, 1:80) or MSE 1:100")
     p.add_argument("--variants", nargs="+", default=["{}"],
                    help='DeNS settings to compare with the one plain run, as JSON, e.g. \'{}\' \'{"weight": 1}\' \'{"p": 0.1}\'')
+    p.add_argument("--options", default="{}", help='model options for both runs, as JSON, e.g. \'{"head_layer": true}\'')
     p.add_argument("--training", default="{}", help='extra training settings for both runs, as JSON, e.g. \'{"grad_clip": null}\'')
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
     p.add_argument("--parallel", action="store_true", help="train the runs of one seed concurrently, one process each")
@@ -73,7 +74,7 @@ def main() -> None:
             for seed in args.seeds:
                 paths, e0s = dataset(name, seed, work)
                 jobs = [dict(paths=paths, e0s=e0s, out=work / f"{name}_{mode}_{seed}_{k}", minutes=budget["minutes"],
-                             model=args.model, seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
+                             model=args.model, options=json.loads(args.options), seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
                              threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
                 pair = list(map_jobs(train_job, jobs, args.parallel))
                 # a resumed run's wall time covers only its last part: compare training throughput instead

@@ -70,10 +70,11 @@ CONFIGS = [
     dict(species_self_connection=True, channels=8),
     dict(l_max=1, product_l_max=3, channels=8),  # every intermediate degree in the product, as MACE
     dict(path_mixing=True, channels=8),
+    dict(head_layer=True, channels=8),  # vector heads from one more message pass
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip", "lmax1-product3", "path-mixing"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip", "lmax1-product3", "path-mixing", "head-layer"])
 @pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
 def test_o3_equivariance(config, with_condition):
     model = make(**config)
@@ -356,9 +357,10 @@ def test_float32_and_registry():
     assert out["node_energy"].dtype == torch.float32 and torch.isfinite(out["node_energy"]).all()
 
 
-def test_training_step_with_create_graph():
+@pytest.mark.parametrize("head_layer", [False, True])
+def test_training_step_with_create_graph(head_layer):
     """Force training needs double backward: gradients reach every parameter that should learn."""
-    model = make(vector_heads=("forces",), channels=8)
+    model = make(vector_heads=("forces",), channels=8, head_layer=head_layer)
     pos, species = molecule(seed=14)
     edges = full_graph(pos, model.cutoff)
     p = pos.clone().requires_grad_(True)
@@ -373,7 +375,8 @@ def test_training_step_with_create_graph():
 @pytest.mark.parametrize("kept", [(), ("forces",)])
 @pytest.mark.parametrize("config", [dict(), dict(correlation=2, gate=True, num_layers=3, channels=8), dict(correlation=1, channels=8),
                                     dict(species_self_connection=True, channels=8),
-                                    dict(l_max=1, product_l_max=3, path_mixing=True, channels=8)])
+                                    dict(l_max=1, product_l_max=3, path_mixing=True, channels=8),
+                                    dict(head_layer=True, channels=8)])
 def test_dropping_the_noise_head_keeps_every_other_output(kept, config):
     """Export drops the DeNS head (and, with no head left, the last layer's l > 0 outputs): same energy, forces, heads."""
     src = make(**config)

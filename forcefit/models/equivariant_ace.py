@@ -262,6 +262,11 @@ class EquivariantACE(nn.Module):
         path_mixing: from the second layer on, mix channels with one matrix per coupling
             path of the message before adding the paths (MACE's linear over the
             path-resolved message), instead of one matrix per degree after adding them.
+        head_layer: vector heads (the DeNS noise head, a direct-force head) read from one
+            extra two-body equivariant message-passing layer on top of the last one, as the
+            published DeNS noise head (a graph-attention block), instead of a linear readout
+            of the last layer: the head then does part of the denoising work itself. Export
+            drops it with the noise head when no other head needs it.
     """
 
     def __init__(
@@ -283,6 +288,7 @@ class EquivariantACE(nn.Module):
         species_self_connection: bool = False,
         product_l_max: int | None = None,
         path_mixing: bool = False,
+        head_layer: bool = False,
     ):
         super().__init__()
         if l_max < 1:
@@ -319,6 +325,11 @@ class EquivariantACE(nn.Module):
             for k in range(num_layers)
         )
         self.num_paths = self.layers[0].message.num_paths
+        # vector heads from one more message pass: l ≤ 1 in and out, edge harmonics to l = 2, no product
+        self.head_layer = None
+        if self.vector_heads and head_layer:
+            self.head_layer = InteractionLayer(num_species, channels, 1, 1, 1, avg_num_neighbors, gate=False, first=False, edge_l_max=2)
+            self.head_radial = nn.Parameter(torch.randn(radial_hidden, self.head_layer.message.num_paths * channels) * SILU_GAIN / math.sqrt(radial_hidden))
         # one radial trunk for all layers; its last matmul produces every layer's weights at once
         self.radial_trunk = nn.Sequential(
             nn.Linear(num_bessel, radial_hidden), nn.SiLU(), nn.Linear(radial_hidden, radial_hidden), nn.SiLU()
@@ -385,7 +396,8 @@ class EquivariantACE(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def radial_weights(self, r: torch.Tensor, condition_edges: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), one weight per (path, channel), spread over its CG columns.
+        """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), one weight per (path, channel), spread over its CG columns
+        (and the head layer's last, when there is one).
 
         The first layer gets only its scalar-input columns (its input is the species
         embedding); ``condition_edges`` also get all of its columns, returned second.
@@ -399,6 +411,10 @@ class EquivariantACE(nn.Module):
             if k == 0 and condition_edges is not None:
                 conditioned = w.index_select(0, condition_edges).index_select(1, layer.message.path_of_column)
             out.append(w.index_select(1, self.scalar_path_of_column if k == 0 else layer.message.path_of_column))
+        if self.head_layer is not None:  # last in the list
+            message = self.head_layer.message
+            w = torch.matmul(hidden, self.head_radial).view(len(r), message.num_paths, self.channels)
+            out.append(w.index_select(1, message.path_of_column))
         return out, conditioned
 
     def condition_features(self, force_condition: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -436,6 +452,8 @@ class EquivariantACE(nn.Module):
         vectors = {}
         if self.vector_heads:
             n = h.shape[1]
+            if self.head_layer is not None:
+                h = self.head_layer(h, species, sh[:, : num_components(2)], radial[-1], centre, neighbour)
             gates = torch.sigmoid(self.vector_gate(h[0])).view(n, len(self.vector_heads), self.channels)
             v = torch.einsum("mnc,nhc,hc->nhm", h[1:4], gates, self.vector_weights)  # (N, heads, 3), e3nn l = 1 basis
             v = v @ self.l1_to_xyz
