@@ -11,18 +11,16 @@ change, and writes ``validation_gap.png`` (both curves) into the folder.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from common import print_table
 
+from forcefit.training import metrics_history
+
 
 def validation_curve(run: Path) -> dict[int, float]:
-    """{epoch: validation force MAE (meV/Å)} from a run's CSV log."""
-    path = run / "logs" / "metrics.csv"
-    if not path.exists():
-        return {}
-    return {int(r["epoch"]): float(r["val_forces_mae"]) for r in csv.DictReader(open(path)) if r.get("val_forces_mae")}
+    """{epoch: validation force MAE (meV/Å)} from a run's CSV log (with the rows before a resume)."""
+    return {int(r["epoch"]): float(r["val_forces_mae"]) for r in metrics_history.rows(run / "logs") if r.get("val_forces_mae")}
 
 
 def main() -> None:

@@ -236,7 +236,9 @@ def test_metrics_history_survives_repeated_kills(tmp_path):
     write(second)  # as if killed after set_aside wrote the history but before it removed metrics.csv
     metrics_history.set_aside(tmp_path)
     write([{"epoch": e, "step": 10 * e, "loss": f"c{e}", "val": "v"} for e in range(4, 7)], keys=("epoch", "step", "loss", "val"))
+    during = [r["loss"] for r in metrics_history.rows(tmp_path)]  # read while the third part trains
     metrics_history.join(tmp_path)
+    assert [r["loss"] for r in csv.DictReader(open(tmp_path / "metrics.csv"))] == during
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [r["loss"] for r in rows] == ["a0", "a1", "a2", "b2", "b3", "b4", "c4", "c5", "c6"]
     assert rows[0]["val"] == "" and rows[-1]["val"] == "v"

@@ -58,6 +58,11 @@ def _write(path: Path, keys: list[str], rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def rows(log_dir: Path) -> list[dict]:
+    """The whole run's rows, also while a resumed run trains (history and new rows not yet joined)."""
+    return _merge(log_dir / HISTORY, log_dir / METRICS)[1]
+
+
 def set_aside(log_dir: Path) -> None:
     """Before a resumed fit: add ``metrics.csv`` to the history and remove it (the logger would delete it)."""
     metrics = log_dir / METRICS
