@@ -59,6 +59,7 @@ def main() -> None:
                         "reads the finished runs and resumes the unfinished ones from their last checkpoint")
     args = p.parse_args()
     variants = [json.loads(v) for v in args.variants]
+    options = json.loads(args.options)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dens_bench_"))
     loss = ({"energy_loss": "mae", "forces_loss": "l2", "energy_weight": 1.0, "forces_weight": 80.0} if args.loss == "published"
@@ -74,7 +75,7 @@ def main() -> None:
             for seed in args.seeds:
                 paths, e0s = dataset(name, seed, work)
                 jobs = [dict(paths=paths, e0s=e0s, out=work / f"{name}_{mode}_{seed}_{k}", minutes=budget["minutes"],
-                             model=args.model, options=json.loads(args.options), seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
+                             model=args.model, options=options, seed=seed, dens=dens_settings, max_epochs=budget["max_epochs"],
                              threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
                 pair = list(map_jobs(train_job, jobs, args.parallel))
                 # a resumed run's wall time covers only its last part: compare training throughput instead

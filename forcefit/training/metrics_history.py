@@ -68,8 +68,8 @@ def set_aside(log_dir: Path) -> None:
     metrics = log_dir / METRICS
     if not metrics.exists():
         return
-    keys, rows = _merge(log_dir / HISTORY, metrics)
-    _write(log_dir / HISTORY, keys, rows)
+    keys, merged = _merge(log_dir / HISTORY, metrics)
+    _write(log_dir / HISTORY, keys, merged)
     metrics.unlink()
 
 
@@ -78,6 +78,6 @@ def join(log_dir: Path) -> None:
     history = log_dir / HISTORY
     if not history.exists():
         return
-    keys, rows = _merge(history, log_dir / METRICS)
-    _write(log_dir / METRICS, keys, rows)
+    keys, merged = _merge(history, log_dir / METRICS)
+    _write(log_dir / METRICS, keys, merged)
     history.unlink()
