@@ -90,8 +90,10 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     start = time.perf_counter()
     result = forcefit.train(cfg, resume=resume)
     wall = time.perf_counter() - start
-    rates = [float(r["structures_per_s"]) for r in csv.DictReader(open(out / "logs" / "metrics.csv")) if r.get("structures_per_s")]
-    epochs = max(int(r["epoch"]) for r in csv.DictReader(open(out / "logs" / "metrics.csv"))) + 1
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    rates = [float(r["structures_per_s"]) for r in log if r.get("structures_per_s")]
+    epochs = max(int(r["epoch"]) for r in log) + 1
     m = result.metrics
     summary = {
         "test_energy_mae_meV_per_atom": m["energy_mae_per_atom"], "test_energy_mae_meV": m["energy_mae"],

@@ -79,10 +79,9 @@ def main() -> None:
                              threads=args.threads, training=loss) for k, (_, dens_settings) in enumerate(runs)]
                 pair = list(map_jobs(train_job, jobs, args.parallel))
                 # a resumed run's wall time covers only its last part: compare training throughput instead
-                by_throughput = any(r.get("resumed") for r in pair)
-                n_train = len(ase.io.read(paths["train"], ":"))
+                n_train = len(ase.io.read(paths["train"], ":")) if any(r.get("resumed") for r in pair) else None
                 for (label, _), r in zip(runs, pair):
-                    r["s_per_epoch"] = (n_train / r["train_structures_per_s"] if by_throughput
+                    r["s_per_epoch"] = (n_train / r["train_structures_per_s"] if n_train
                                         else r["wall_minutes"] * 60 / max(r["epochs"], 1))
                     results[label].append(r)
             mean = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "model_path"} for label, rs in results.items()}
