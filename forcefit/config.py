@@ -110,6 +110,12 @@ class DensConfig(_Strict):
     decay: bool = Field(True, description="Decay λ_DeNS linearly to 0 over training.")
     per_batch: bool = Field(False, description="One coin per batch (catalyst code) instead of per structure.")
     normalize_forces: bool = Field(False, description="Divide encoded forces by the dataset force RMS.")
+    encoding_scale: float = Field(
+        1.0, gt=0, description="Multiply encoded forces (eV/Å) by this. The published MD17 code encodes forces in "
+        "kcal/mol/Å, about 23 times the eV/Å numbers: 23.06 reproduces that input scale.")
+    encode_forces: bool = Field(
+        True, description="Feed corrupted atoms' original forces to the model (published). False: denoise without "
+        "them, the ill-posed task the force encoding exists to fix (ablation option).")
     label_corrupted: bool = Field(
         True, description="Train energy and uncorrupted atoms' forces of denoising structures against the original "
         "labels (published); false: denoising structures train the noise head only (investigation option).")

@@ -206,3 +206,30 @@ def test_energy_std_is_that_of_the_structure_energies_after_e0s(tmp_path):
     cfg = RunConfig.model_validate({"data": {"train": str(path), "valid": str(path), "e0s": {"H": -13.0, "O": -2040.0}}})
     data = prepare_data(cfg)
     assert data.energy_std == pytest.approx(np.std(residuals), rel=1e-9)
+
+
+class _RecordingModel(QuadraticModel):
+    """QuadraticModel that keeps the force condition it was given."""
+
+    def forward(self, batch, compute_forces=True, force_condition=None):
+        self.seen = force_condition
+        return super().forward(batch, compute_forces, force_condition)
+
+
+def test_encoding_scale_multiplies_and_ablation_withholds_the_encoded_forces():
+    batch = _tiny_batch()
+    model, gen = _RecordingModel(), lambda: torch.Generator().manual_seed(3)
+    cfg = dict(p=1.0, ratio=1.0, sigma=0.05)
+    DensObjective(DensConfig(**cfg), 1.0, 80.0, cutoff=5.0)(model, batch, generator=gen())
+    plain = model.seen.clone()
+    assert torch.equal(plain, batch["forces"])  # every atom corrupted: the condition is the original forces
+    DensObjective(DensConfig(**cfg, encoding_scale=23.06), 1.0, 80.0, cutoff=5.0)(model, batch, generator=gen())
+    assert torch.allclose(model.seen, 23.06 * plain, rtol=1e-12)
+    DensObjective(DensConfig(**cfg, normalize_forces=True, encoding_scale=2.0), 1.0, 80.0, cutoff=5.0, force_rms=0.5)(
+        model, batch, generator=gen())
+    assert torch.allclose(model.seen, 4.0 * plain, rtol=1e-12)
+    _, metrics = DensObjective(DensConfig(**cfg, encode_forces=False), 1.0, 80.0, cutoff=5.0)(model, batch, generator=gen())
+    assert model.seen is None
+    # without the encoding the noise head sees nothing (b · 0), so its loss is mean ‖ε/σ‖ over the corrupted atoms
+    corruption = sample_corruption(batch, 1.0, 1.0, 0.05, False, gen())
+    assert metrics["loss_dens"].item() == pytest.approx((corruption.noise / 0.05).norm(dim=-1).mean().item(), rel=1e-12)

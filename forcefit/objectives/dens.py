@@ -49,20 +49,21 @@ def sample_corruption(batch: dict, p: float, ratio: float, sigma: float, per_bat
 
 def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_weight: float, forces_weight: float,
               dens_weight: float, cutoff: float, force_scale: float = 1.0, forces_kind: str = "mse", energy_kind: str = "mse",
-              label_corrupted: bool = True):
+              label_corrupted: bool = True, encode_forces: bool = True):
     """Loss of one DeNS step for a fixed corruption (deterministic, so it can be checked by hand).
 
     loss = λ_E·L_E + λ_F·L_F(uncorrupted atoms) + λ_DeNS·mean_corrupted ‖ε̂ − ε/σ‖
 
     ``label_corrupted=False`` (an investigation option, not the published recipe) leaves
     denoising structures out of L_E and L_F: they then train the noise head only.
+    ``encode_forces=False`` (ablation) withholds the original forces from the model.
     """
     noisy = dict(batch)
     if corruption.atoms.any():
         noisy["positions"] = batch["positions"] + corruption.noise
         noisy = rebuild_edges(noisy, cutoff)
     condition = batch["forces"] * corruption.atoms.unsqueeze(-1).to(batch["forces"].dtype) / force_scale
-    if not corruption.atoms.any():
+    if not encode_forces or not corruption.atoms.any():
         condition = None  # an all-zero condition adds nothing; None lets a backbone take its cheaper first layer
     out = model(noisy, compute_forces=forces_weight > 0, force_condition=condition)
     supervised = None if label_corrupted else ~corruption.structures
@@ -107,7 +108,7 @@ class DensObjective:
                  forces_kind: str = "mse", energy_kind: str = "mse", energy_std: float = 1.0):
         self.cfg = cfg
         self.energy_weight, self.forces_weight, self.cutoff = energy_weight, forces_weight, cutoff
-        self.force_scale = force_rms if cfg.normalize_forces else 1.0
+        self.force_scale = (force_rms if cfg.normalize_forces else 1.0) / cfg.encoding_scale
         self.forces_kind, self.energy_kind = forces_kind, energy_kind
         # published loss: (λ_E·L_E + λ_F·L_F)/std(E) + λ_DeNS·L_DeNS; ours keeps L_E, L_F in eV, so the
         # same balance is λ_E·L_E + λ_F·L_F + std(E)·λ_DeNS·L_DeNS (an overall factor Adam ignores)
@@ -125,7 +126,7 @@ class DensObjective:
         corruption = sample_corruption(batch, c.p, c.ratio, c.sigma, c.per_batch, generator)
         loss, metrics = dens_loss(model, batch, corruption, c.sigma, self.energy_weight, self.forces_weight,
                                   self.weight(progress), self.cutoff, self.force_scale, self.forces_kind, self.energy_kind,
-                                  label_corrupted=c.label_corrupted)
+                                  label_corrupted=c.label_corrupted, encode_forces=c.encode_forces)
         metrics["dens_weight"] = torch.tensor(self.weight(progress))
         metrics["dens_fraction"] = corruption.structures.float().mean()
         return loss, metrics
