@@ -1,7 +1,6 @@
 """Shared pieces of the benchmark scripts: reference-data splits, timed training, MD speed, tables."""
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import os
@@ -70,6 +69,7 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     counts only its last part, so compare throughput with ``train_structures_per_s``.
     """
     import forcefit
+    from forcefit.training import metrics_history
 
     cfg = {
         "data": {"train": str(paths["train"]), "valid": str(paths["valid"]), "test": str(paths["test"]), "e0s": str(e0s)},
@@ -90,8 +90,7 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     start = time.perf_counter()
     result = forcefit.train(cfg, resume=resume)
     wall = time.perf_counter() - start
-    with open(out / "logs" / "metrics.csv", newline="") as f:
-        log = list(csv.DictReader(f))
+    log = metrics_history.rows(out / "logs")
     rates = [float(r["structures_per_s"]) for r in log if r.get("structures_per_s")]
     epochs = max(int(r["epoch"]) for r in log) + 1
     m = result.metrics

@@ -62,9 +62,9 @@ def dens_loss(model, batch: dict, corruption: Corruption, sigma: float, energy_w
     if corruption.atoms.any():
         noisy["positions"] = batch["positions"] + corruption.noise
         noisy = rebuild_edges(noisy, cutoff)
-    condition = batch["forces"] * corruption.atoms.unsqueeze(-1).to(batch["forces"].dtype) / force_scale
-    if not encode_forces or not corruption.atoms.any():
-        condition = None  # an all-zero condition adds nothing; None lets a backbone take its cheaper first layer
+    condition = None  # no condition (or an all-zero one) adds nothing; None lets a backbone take its cheaper first layer
+    if encode_forces and corruption.atoms.any():
+        condition = batch["forces"] * corruption.atoms.unsqueeze(-1).to(batch["forces"].dtype) / force_scale
     out = model(noisy, compute_forces=forces_weight > 0, force_condition=condition)
     supervised = None if label_corrupted else ~corruption.structures
     loss_e = energy_loss(out, batch, mask=supervised, kind=energy_kind)
