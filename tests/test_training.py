@@ -72,6 +72,27 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
     assert not (resumed.out / "logs" / "metrics.before_resume.csv").exists()
 
 
+def test_last_checkpoint_follows_every_validation_even_when_the_best_stops_improving(tmp_path, ethanol_xyz, monkeypatch):
+    """A run killed on a validation plateau resumes from its latest epoch, not from its best one."""
+    import lightning as L
+
+    from forcefit.training.module import ForceFieldModule
+
+    def log_worsening_validation(self, name, value, *args, **kwargs):  # val_loss rises every epoch: epoch 0 stays best
+        if name == "val_loss":
+            value = torch.tensor(1.0 + self.current_epoch)
+        return L.LightningModule.log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(ForceFieldModule, "log", log_worsening_validation)
+    result = forcefit.train(_config(tmp_path, ethanol_xyz, "plateau", max_epochs=3, val_interval=1))
+    checkpoints = result.out / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(checkpoints / "best.ckpt", map_location="cpu", weights_only=False)
+    assert (best["epoch"], last["epoch"]) == (0, 2)
+    assert last["global_step"] > best["global_step"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_sparse_validation_still_validates_the_final_epoch(tmp_path, ethanol_xyz):
     import csv
 

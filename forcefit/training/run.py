@@ -104,8 +104,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, sampler=EpochSeededSampler(len(train_set), config.seed), drop_last=len(train_set) > t.batch_size, **loader_kw)
     valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, **loader_kw)
 
-    checkpoint = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_loss", save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoint, ValidateFinalEpoch(val_interval), *(callbacks or [])]
+    checkpoint = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_loss", save_top_k=1, enable_version_counter=False)
+    # Lightning's save_last rewrites last.ckpt only when the monitored checkpoint improves, so a run killed on a
+    # plateau would lose every epoch since its best; an unmonitored checkpoint is rewritten at every validation.
+    latest = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks = [checkpoint, latest, ValidateFinalEpoch(val_interval), *(callbacks or [])]
     if t.patience:  # EarlyStopping counts validations, the setting counts epochs
         callbacks.append(EarlyStopping(monitor="val_loss", patience=math.ceil(t.patience / val_interval)))
     if t.progress:
