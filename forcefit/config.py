@@ -7,6 +7,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .atomic_file import write_text_atomic
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -147,7 +149,7 @@ class RunConfig(_Strict):
         return cls.model_validate(load_yaml(path))
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(self.model_dump(), sort_keys=False))
 
 
 class ConfigError(ValueError):

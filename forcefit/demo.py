@@ -7,6 +7,7 @@ model. Prints the tables and writes the plots under ``out``.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def run_demo(out: Path, n_frames: int = 240, minutes: float = 2.0, console: Cons
     import ase.io
 
     import forcefit
+    from forcefit.atomic_file import atomic_path
     from forcefit.data import split_indices
     from forcefit.evaluate import metrics_table
     from forcefit.labeling import Campaign, label, sample_md
@@ -44,19 +46,21 @@ def run_demo(out: Path, n_frames: int = 240, minutes: float = 2.0, console: Cons
 
     test_idx, train_idx = split_indices(len(frames), [0.2, None], seed=seed)
     for name, idx in (("train", train_idx), ("test", test_idx)):
-        ase.io.write(out / f"{name}.xyz", [frames[k].to_atoms() for k in idx], format="extxyz")
+        with atomic_path(out / f"{name}.xyz") as tmp:
+            ase.io.write(tmp, [frames[k].to_atoms() for k in idx], format="extxyz")
     console.print(f"{len(train_idx)} training frames (10% of them validate), {len(test_idx)} test frames: {out}/train.xyz, {out}/test.xyz")
 
     console.rule(f"3. train the default model ({minutes:g}-minute budget)")
     t = time.perf_counter()
     run = out / "run"
-    result = forcefit.train(
+    finished = (run / "metrics.json").exists()  # written last, atomically: the run is complete
+    result = None if finished else forcefit.train(
         data={"train": out / "train.xyz", "test": out / "test.xyz"},
         training={"max_time": minutes, "max_epochs": 1000},
-        out=run, seed=seed,
-    ) if not (run / "model.pt").exists() else None
+        out=run, seed=seed, resume=(run / "checkpoints" / "last.ckpt").exists(),
+    )
     timings["train"] = time.perf_counter() - t
-    metrics = result.metrics if result else __import__("json").loads((run / "metrics.json").read_text())
+    metrics = result.metrics if result else json.loads((run / "metrics.json").read_text())
     console.print(metrics_table(metrics, title="4. held-out test frames (GFN2-xTB reference)"))
 
     console.rule("5. molecular dynamics with the trained model (500 K, 0.5 fs)")

@@ -172,12 +172,14 @@ def export_data(
 def _export(campaign, level, out):
     import ase.io
 
+    from ..atomic_file import atomic_path
     from .campaign import Campaign
 
     frames = Campaign(campaign, create=False).frames(level)
     fmt = "extxyz" if out.suffix.lower() in (".xyz", ".extxyz") else None
     try:
-        ase.io.write(str(out), [f.to_atoms() for f in frames], format=fmt)
+        with atomic_path(out) as tmp:
+            ase.io.write(str(tmp), [f.to_atoms() for f in frames], format=fmt)
     except Exception as exc:
         raise _bad(f"cannot write ({type(exc).__name__}: {exc})", file=str(out)) from exc
     typer.echo(f"{out}: {len(frames)} structures at level '{frames[0].level}'")

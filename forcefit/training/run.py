@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..atomic_file import write_text_atomic
 from ..config import ConfigError, RunConfig
 from ..data import Collater, GraphDataset
 from ..model_file import save_model
@@ -168,7 +169,7 @@ def _finish(potential, data: RunData, out: Path) -> dict:
     frames, name = (data.test, "test") if data.test else (data.valid, "valid")
     metrics, predictions = evaluate(potential, frames)
     metrics["split"] = name
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     parity_plot(frames, predictions, out / "parity.png")
     csv_path = out / "logs" / "metrics.csv"
     if csv_path.exists():
