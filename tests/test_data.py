@@ -47,6 +47,15 @@ def test_custom_keys_and_ase_db(tmp_path):
     frames = read_frames(db_path)
     assert len(frames) == 2 and frames[0].config_type == "dbtype" and frames[0].forces.shape == (9, 3)
 
+    # custom keys reach ASE databases too: key-value pairs for the energy, row data for the forces
+    custom = tmp_path / "custom.db"
+    with connect(custom) as db:
+        for a in images:
+            db.write(a, REF_energy=a.info["REF_energy"], data={"REF_forces": a.arrays["REF_forces"]})
+    frames = read_frames(custom, energy_key="REF_energy", forces_key="REF_forces")
+    assert frames[1].energy == pytest.approx(images[1].get_potential_energy() + 1)
+    np.testing.assert_allclose(frames[1].forces, images[1].get_forces() * 2, rtol=1e-6, atol=1e-7)
+
 
 @pytest.mark.parametrize("keys", ["rmd17", "md17"])
 def test_md17_npz_converts_kcal_per_mol(tmp_path, keys):
@@ -187,3 +196,23 @@ def test_atoms_too_close(tmp_path):
 def test_empty_split():
     with pytest.raises(DataError, match="valid split is empty"):
         validate_frames([], "valid")
+
+
+def test_md17_npz_with_fewer_labels_than_frames(tmp_path):
+    path = tmp_path / "short.npz"
+    coords = np.stack([ETHANOL.positions] * 3)
+    np.savez(path, nuclear_charges=ETHANOL.numbers, coords=coords, energies=np.zeros(2), forces=np.zeros((3, 9, 3)))
+    with pytest.raises(DataError, match=r"short.npz.*field 'energies'.*2 entries for 3 frames"):
+        read_frames(path)
+
+
+@pytest.mark.parametrize("key, field", [("REF_energy", "REF_energy"), ("weight", "weight")])
+def test_non_numeric_label_names_file_frame_and_field(tmp_path, key, field):
+    images = make_frames(2)
+    for a in images:
+        a.info["REF_energy"] = 1.0
+    images[1].info[key] = "high"
+    path = tmp_path / "tags.xyz"
+    ase.io.write(path, images, format="extxyz")
+    with pytest.raises(DataError, match=rf"tags.xyz, frame 1, field '{field}': not numeric"):
+        read_frames(path, energy_key="REF_energy")

@@ -32,7 +32,7 @@ def read_frames(
     if suffix == ".npz":
         frames = _read_md17(path)
     elif suffix == ".db":
-        frames = _read_db(path, level)
+        frames = _read_db(path, level, energy_key, forces_key)
     else:
         frames = _read_ase(path, index, energy_key, forces_key)
     if not frames:
@@ -62,8 +62,8 @@ def check_values(frame: Frame) -> None:
 
 def frame_from_atoms(atoms, source: str, index: int, energy_key: str = "energy", forces_key: str = "forces") -> Frame:
     """Convert an ASE Atoms (labels in info/arrays or a calculator) into a Frame."""
-    energy = _lookup_energy(atoms, energy_key)
-    forces = _lookup_forces(atoms, forces_key)
+    energy = _numeric(lambda: _lookup_energy(atoms, energy_key), source, index, energy_key)
+    forces = _numeric(lambda: _lookup_forces(atoms, forces_key), source, index, forces_key)
     fixed = None
     for constraint in atoms.constraints:
         if type(constraint).__name__ == "FixAtoms":
@@ -79,12 +79,20 @@ def frame_from_atoms(atoms, source: str, index: int, energy_key: str = "energy",
         forces=forces,
         config_type=str(info.get("config_type", "default")),
         level=str(info.get("level", info.get("level_of_theory", "default"))),
-        weight=float(info.get("weight", info.get("config_weight", 1.0))),
+        weight=_numeric(lambda: float(info.get("weight", info.get("config_weight", 1.0))), source, index, "weight"),
         equilibrium=bool(info.get("equilibrium", False)),
         fixed=fixed,
         source=source,
         index=index,
     )
+
+
+def _numeric(read, source: str, index: int, field: str):
+    """A label that is not a number (``energy=high``) is bad input naming its file, frame and field."""
+    try:
+        return read()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"not numeric ({exc})", source, index, field) from None
 
 
 def _lookup_energy(atoms, key: str) -> float | None:
@@ -123,7 +131,7 @@ def _read_ase(path: Path, index: str, energy_key: str, forces_key: str) -> list[
     return [frame_from_atoms(a, str(path), i, energy_key, forces_key) for i, a in enumerate(images)]
 
 
-def _read_db(path: Path, level: str | None) -> list[Frame]:
+def _read_db(path: Path, level: str | None, energy_key: str = "energy", forces_key: str = "forces") -> list[Frame]:
     from ase.db import connect
 
     try:
@@ -139,7 +147,9 @@ def _read_db(path: Path, level: str | None) -> list[Frame]:
     for i, row in enumerate(db.select()):
         atoms = row.toatoms()
         atoms.info.update(row.key_value_pairs)
-        frames.append(frame_from_atoms(atoms, str(path), i))
+        if forces_key in row.data:  # custom per-atom labels live in the row's data
+            atoms.arrays[forces_key] = np.asarray(row.data[forces_key])
+        frames.append(frame_from_atoms(atoms, str(path), i, energy_key, forces_key))
     return frames
 
 
@@ -159,6 +169,9 @@ def _read_md17(path: Path) -> list[Frame]:
     coords = np.asarray(data[r], dtype=np.float64)
     energies = np.asarray(data[e], dtype=np.float64).reshape(-1) * KCAL_PER_MOL_IN_EV if e in keys else None
     forces = np.asarray(data[f], dtype=np.float64) * KCAL_PER_MOL_IN_EV if f in keys else None
+    for name, values in ((e, energies), (f, forces)):
+        if values is not None and len(values) != len(coords):
+            raise DataError(f"{len(values)} entries for {len(coords)} frames of '{r}'", file=str(path), field=name)
     return [
         Frame(
             positions=coords[i],
