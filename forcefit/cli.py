@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from .atomic_file import write_text_atomic
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train equivariant force fields from few expensive labels.")
 console = Console()
 err_console = Console(stderr=True)
@@ -100,7 +102,7 @@ def evaluate_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics (meV, meV/atom, meV/Å) as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a parity plot PNG."),
     level: Optional[str] = typer.Option(None, "--level", help="Level of theory when reading a campaign .db."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
 ):
     """Evaluate a model on labelled frames: MAE/RMSE table per config_type, optional JSON and parity plot."""
@@ -117,7 +119,7 @@ def evaluate_cmd(
         fail(str(exc))
     console.print(metrics_table(metrics, title=str(data_file)))
     if json_out:
-        json_out.write_text(json.dumps(metrics, indent=2))
+        write_text_atomic(json_out, json.dumps(metrics, indent=2))
     if plot:
         parity_plot(frames, predictions, plot)
 
@@ -135,6 +137,7 @@ def md(
 ):
     """Run NVT molecular dynamics with a trained model and report stability and steps per second."""
     import ase.io
+    from ase.data import chemical_symbols
 
     from .model_file import load_model
     from .simulate.calculator import ForcefitCalculator
@@ -147,8 +150,15 @@ def md(
         fail(str(exc))
     except Exception as exc:
         fail(f"{structure}: cannot read a structure ({exc})")
-    result = run_md(atoms, ForcefitCalculator(potential), temperature=temperature, timestep_fs=timestep, steps=steps, seed=seed,
-                    trajectory=str(trajectory) if trajectory else None)
+    unknown = sorted(set(atoms.get_chemical_symbols()) - {chemical_symbols[z] for z in potential.species})
+    if unknown:
+        fail(f"{structure}: element(s) {', '.join(unknown)} not in the model's species "
+             f"[{', '.join(chemical_symbols[z] for z in potential.species)}]")
+    try:
+        result = run_md(atoms, ForcefitCalculator(potential), temperature=temperature, timestep_fs=timestep, steps=steps,
+                        seed=seed, trajectory=str(trajectory) if trajectory else None)
+    except ValueError as exc:  # e.g. a --trajectory format that cannot hold frames
+        fail(str(exc))
     console.print(f"{result.steps_done} steps, {result.steps_per_second:.1f} steps/s, "
                   + (f"collapsed after {result.time_to_collapse_fs:.1f} fs" if result.collapsed else "stable"))
     if plot:

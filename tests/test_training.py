@@ -169,6 +169,22 @@ def test_cli_end_to_end(tmp_path, ethanol_xyz):
     # resume with a larger epoch budget continues the same run
     r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--max-epochs", "3"])
     assert r.exit_code == 0, r.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["training"]["max_epochs"] == 3
+    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    # md and eval refuse bad input with one clear line, before any step
+    from ase import Atoms
+    from ase.io import write
+
+    write(tmp_path / "nacl.xyz", Atoms("NaCl", positions=[[0, 0, 0], [0, 0, 2.4]]))
+    for args, message in (
+        (["md", str(out / "model.pt"), str(tmp_path / "nacl.xyz"), "--steps", "2"],
+         "nacl.xyz: element(s) Cl, Na not in the model's species [H, C, O]"),
+        (["md", str(out / "model.pt"), str(ethanol_xyz), "--steps", "2", "--trajectory", str(tmp_path / "t.png")],
+         "cannot hold a trajectory"),
+        (["eval", str(out / "model.pt"), str(ethanol_xyz), "--batch-size", "0"], "--batch-size"),
+    ):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
 
 
 @pytest.mark.parametrize("args, message", [
