@@ -12,6 +12,8 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
+from forcefit.atomic_file import write_text_atomic
+
 # Spinning OpenMP threads wreck timings on a loaded 2-core machine; the MACE runner sets the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -155,5 +157,4 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
 
 
 def save_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))  # a run's result.json is how --workdir resumes
