@@ -10,8 +10,9 @@ loses no row.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+
+from ..atomic_file import atomic_path
 
 METRICS = "metrics.csv"
 HISTORY = "metrics.before_resume.csv"
@@ -50,12 +51,10 @@ def _merge(older: Path, newer: Path) -> tuple[list[str], list[dict]]:
 
 
 def _write(path: Path, keys: list[str], rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def rows(log_dir: Path) -> list[dict]:
