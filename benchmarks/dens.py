@@ -5,9 +5,10 @@
                               [--variants '{}' '{"weight": 1}' ...] [--parallel]
 
 Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
-(--minutes). Prints test force/energy MAE, the relative change with DeNS and
+(--minutes). Prints test force/energy MAE, the relative change with DeNS,
 the training-time overhead (seconds per epoch, DeNS / plain; from training throughput
-when a run was resumed). --workdir keeps the runs, so a run longer than one sitting can be
+when a run was resumed) and the MD speed of the exported DeNS model over the plain one
+(the noise head and force encoding are not exported, so it should be 1). --workdir keeps the runs, so a run longer than one sitting can be
 continued by calling the same command again. --parallel runs the
 runs of one seed at the same time, one process each (use --threads 1 and no more
 runs than cores): both see the same machine load, and a long pair takes half the wall time.
@@ -26,7 +27,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from common import map_jobs, print_table, save_json, split_for, train_job
+from common import map_jobs, md_steps_per_second, print_table, save_json, split_for, train_job
 
 
 def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
@@ -36,6 +37,15 @@ def dataset(name: str, seed: int, work: Path) -> tuple[dict, Path]:
     if name == "acac":
         return split_for("acac", 450, seed, work / f"acac_{seed}")
     raise SystemExit(f"unknown dataset {name}")
+
+
+def md_speeds(model_paths: list[str], structure: Path, steps: int, repeats: int = 3) -> list[float]:
+    """Median MD steps/s of each exported model, taken in turns so that machine load hits all alike."""
+    times = [[] for _ in model_paths]
+    for _ in range(repeats):
+        for k, path in enumerate(model_paths):
+            times[k].append(md_steps_per_second(path, structure, steps=steps))
+    return [float(np.median(t)) for t in times]
 
 
 def main() -> None:
@@ -52,6 +62,8 @@ def main() -> None:
                    help='DeNS settings to compare with the one plain run, as JSON, e.g. \'{}\' \'{"weight": 1}\' \'{"p": 0.1}\'')
     p.add_argument("--options", default="{}", help='model options for both runs, as JSON, e.g. \'{"head_layer": true}\'')
     p.add_argument("--training", default="{}", help='extra training settings for both runs, as JSON, e.g. \'{"grad_clip": null}\'')
+    p.add_argument("--md-steps", type=int, default=200,
+                   help="MD steps per timing of each exported model (DeNS must cost nothing at MD time; 0 to skip)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/dens.json"))
     p.add_argument("--parallel", action="store_true", help="train the runs of one seed concurrently, one process each")
     p.add_argument("--workdir", type=Path, default=None,
@@ -80,6 +92,9 @@ def main() -> None:
                 pair = list(map_jobs(train_job, jobs, args.parallel))
                 # a resumed run's wall time covers only its last part: compare training throughput instead
                 n_train = len(ase.io.read(paths["train"], ":")) if any(r.get("resumed") for r in pair) else None
+                if args.md_steps:
+                    for r, speed in zip(pair, md_speeds([r["model_path"] for r in pair], paths["test"], args.md_steps)):
+                        r["md_steps_per_s"] = speed
                 for (label, _), r in zip(runs, pair):
                     r["s_per_epoch"] = (n_train / r["train_structures_per_s"] if n_train
                                         else r["wall_minutes"] * 60 / max(r["epochs"], 1))
@@ -96,6 +111,8 @@ def main() -> None:
                     "E_change_pct": 100 * (dens["test_energy_mae_meV_per_atom"] / plain["test_energy_mae_meV_per_atom"] - 1),
                     "epochs_plain": plain["epochs"], "epochs_dens": dens["epochs"],
                     "overhead_pct": 100 * (dens["s_per_epoch"] / plain["s_per_epoch"] - 1),
+                    "md_plain": plain.get("md_steps_per_s"), "md_dens": dens.get("md_steps_per_s"),
+                    "md_ratio": dens["md_steps_per_s"] / plain["md_steps_per_s"] if args.md_steps else None,
                 })
             save_json(args.json, rows)
     print_table(f"DeNS vs plain training, model {args.model}, {args.loss} loss", rows, [
@@ -103,6 +120,7 @@ def main() -> None:
         ("F_plain", "F MAE plain", ".1f"), ("F_dens", "F MAE DeNS", ".1f"), ("F_change_pct", "ΔF %", "+.1f"),
         ("E_plain", "E MAE plain", ".2f"), ("E_dens", "E MAE DeNS", ".2f"), ("E_change_pct", "ΔE %", "+.1f"),
         ("epochs_plain", "epochs plain", ".0f"), ("epochs_dens", "epochs DeNS", ".0f"), ("overhead_pct", "time/epoch overhead %", "+.1f"),
+        ("md_ratio", "MD speed DeNS/plain", ".2f"),
     ])
     print("(MAE in meV/Å and meV/atom on the test frames; negative Δ means DeNS is better)")
 
