@@ -71,6 +71,9 @@ def train(
             if not saved.exists():
                 fail(f"{saved.parent}: nothing to resume (no config.yaml)")
             base = load_yaml(saved)
+            if config:
+                err_console.print(f"note: --resume continues with {saved}; --config only located the run "
+                                  "(change settings with flags)", highlight=False, soft_wrap=True)
         if dens and not base.get("dens"):
             base["dens"] = {}
         overrides = {

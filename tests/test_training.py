@@ -167,8 +167,10 @@ def test_cli_end_to_end(tmp_path, ethanol_xyz):
     assert metrics["n_frames"] == 40 and set(metrics["by_config_type"]) == {"md", "rattled"}
     assert (tmp_path / "p.png").stat().st_size > 0
     # resume with a larger epoch budget continues the same run
-    r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--max-epochs", "3"])
+    cfg_path.write_text(yaml.safe_dump({**TINY, "out": str(out)}))
+    r = runner.invoke(app, ["train", "--resume", "--config", str(cfg_path), "--max-epochs", "3"])
     assert r.exit_code == 0, r.output
+    assert "--resume continues with" in r.output and "config.yaml" in r.output
     assert yaml.safe_load((out / "config.yaml").read_text())["training"]["max_epochs"] == 3
     assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
     # md and eval refuse bad input with one clear line, before any step
