@@ -140,8 +140,9 @@ def md(
 ):
     """Run NVT molecular dynamics with a trained model and report stability and steps per second."""
     import ase.io
-    from ase.data import chemical_symbols
 
+    from .data import validate_frames
+    from .data.readers import frame_from_atoms
     from .model_file import load_model
     from .simulate.calculator import ForcefitCalculator
     from .simulate.md import run_md, stability_plot
@@ -149,14 +150,13 @@ def md(
     try:
         potential = load_model(model_path)
         atoms = ase.io.read(str(structure), index=0)
+        # elements the model does not know, atoms on top of each other: one clear line before any step
+        validate_frames([frame_from_atoms(atoms, str(structure), 0)], "md", need_energy=False, need_forces=False,
+                        species=potential.species)
     except _user_errors() as exc:
         fail(str(exc))
     except Exception as exc:
         fail(f"{structure}: cannot read a structure ({exc})")
-    unknown = sorted(set(atoms.get_chemical_symbols()) - {chemical_symbols[z] for z in potential.species})
-    if unknown:
-        fail(f"{structure}: element(s) {', '.join(unknown)} not in the model's species "
-             f"[{', '.join(chemical_symbols[z] for z in potential.species)}]")
     try:
         result = run_md(atoms, ForcefitCalculator(potential), temperature=temperature, timestep_fs=timestep, steps=steps,
                         seed=seed, trajectory=str(trajectory) if trajectory else None)
