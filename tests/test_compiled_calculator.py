@@ -20,7 +20,7 @@ def test_compiled_calculator_matches_eager():
         atoms.positions += shift * np.random.default_rng(1).normal(size=atoms.positions.shape)
         atoms.calc = eager
         e, f = atoms.get_potential_energy(), atoms.get_forces()
+        assert np.abs(f).max() > 1e-3  # a model with zero output would match trivially
         atoms.calc = compiled
         assert abs(atoms.get_potential_energy() - e) < 1e-4
         np.testing.assert_allclose(atoms.get_forces(), f, atol=1e-4)
-    assert abs(e) > 0 or np.abs(f).max() > 0
