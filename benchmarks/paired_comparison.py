@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from common import print_table, save_json
 
+from forcefit.data.errors import DataError
 from forcefit.data.readers import read_frames
 from forcefit.evaluate import predict
-from forcefit.model_file import load_model
+from forcefit.model_file import ModelFileError, load_model
 
 
 def per_frame_errors(model_path: Path, frames: list) -> dict[str, np.ndarray]:
@@ -88,4 +89,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (DataError, ModelFileError) as err:  # already names the file (and frame, field): one line, no traceback
+        raise SystemExit(f"error: {err}") from None
