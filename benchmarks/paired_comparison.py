@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 from common import print_table, save_json
 
+from forcefit.data import validate_frames
 from forcefit.data.errors import DataError
 from forcefit.data.readers import read_frames
 from forcefit.evaluate import predict
 from forcefit.model_file import ModelFileError, load_model
 
 
-def per_frame_errors(model_path: Path, frames: list) -> dict[str, np.ndarray]:
+def per_frame_errors(potential, frames: list) -> dict[str, np.ndarray]:
     """Per frame: summed |force error| (meV/Å) and its component count, |energy error| per atom (meV/atom)."""
-    pred = predict(load_model(model_path), frames)
+    pred = predict(potential, frames)
     return {
         "force_sum": np.array([1e3 * np.abs(np.asarray(p) - np.asarray(f.forces)).sum() for p, f in zip(pred["forces"], frames)]),
         "force_count": np.array([3.0 * f.n_atoms for f in frames]),
@@ -61,13 +62,13 @@ def main() -> None:
     if args.resamples < 1:
         p.error("--resamples must be at least 1")
     rng = np.random.default_rng(args.seed)
+    models = [load_model(args.baseline), load_model(args.other)]
     errors: dict[str, tuple[dict, dict]] = {}
     for path in args.frames:
         frames = read_frames(path)
-        missing = [k for k, f in enumerate(frames) if f.energy is None or f.forces is None]
-        if missing:
-            raise SystemExit(f"{path}: frame {missing[0]} has no energy or no forces (both are needed for a paired comparison)")
-        errors[str(path)] = (per_frame_errors(args.baseline, frames), per_frame_errors(args.other, frames))
+        for model in models:  # energy and forces on every frame, elements both models know: file, frame and field on failure
+            validate_frames(frames, str(path), species=model.species)
+        errors[str(path)] = tuple(per_frame_errors(model, frames) for model in models)
     if len(errors) > 1:
         errors["all files"] = tuple({k: np.concatenate([e[m][k] for e in errors.values()]) for k in ("force_sum", "force_count", "energy")}
                                     for m in (0, 1))
