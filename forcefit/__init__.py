@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 @dataclass
@@ -27,7 +27,10 @@ class LoadedModel:
 
 def train(config: Any = None, *, resume: bool = False, **sections):
     """Train from a RunConfig, a dict, or a YAML path; keyword sections (data=, model=, training=,
-    dens=, seed=, out=) override it. Returns a TrainResult (out, model_path, metrics)."""
+    objective=, finetune=, levels=, seed=, out=) override it. Returns a TrainResult (out, model_path, metrics).
+
+    Fine-tune a model file: ``forcefit.train(data={"train": "dft50.xyz"}, finetune={"init": "pre/model.pt"})``.
+    """
     from .config import RunConfig, build_config, load_yaml
     from .training.run import train as _train
 
@@ -50,9 +53,11 @@ def _paths_to_str(value):
     return value
 
 
-def load(path: str | Path, device: str = "cpu", dtype: Any = None, compile: bool = False) -> LoadedModel:
+def load(path: str | Path, device: str = "cpu", dtype: Any = None, compile: bool = False, level: str | None = None) -> LoadedModel:
     """Load a model file: ``.model`` (torch), ``.calculator`` (ASE), ``.metadata``.
 
+    ``level``: for a model trained on several levels of theory, the one its
+    calculator predicts (default: the level the file names as its default).
     The calculator runs in the dtype the model was trained in unless ``dtype``
     (e.g. ``torch.float64`` for tight energy conservation) says otherwise;
     ``compile=True`` trades a one-off compilation for faster MD.
@@ -62,4 +67,5 @@ def load(path: str | Path, device: str = "cpu", dtype: Any = None, compile: bool
 
     potential = load_model(path, device=device)
     dtype = dtype or next(potential.parameters()).dtype
-    return LoadedModel(potential, ForcefitCalculator(potential, device=device, dtype=dtype, compile=compile), potential.metadata)
+    calculator = ForcefitCalculator(potential, device=device, dtype=dtype, compile=compile, level=level)
+    return LoadedModel(potential, calculator, potential.metadata)

@@ -30,3 +30,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """``Path.write_text`` that never leaves a partial file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -49,19 +49,24 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Structures per batch (default 5)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 5e-3)."),
     energy_weight: Optional[float] = typer.Option(None, "--energy-weight", help="λ_E, weight of the per-atom energy loss (default 1)."),
-    forces_weight: Optional[float] = typer.Option(None, "--forces-weight", help="λ_F, weight of the force loss (default 100; 80 with --dens)."),
+    forces_weight: Optional[float] = typer.Option(None, "--forces-weight", help="λ_F, weight of the force loss (default 100)."),
+    energy_loss: Optional[str] = typer.Option(None, "--energy-loss", help="Per-atom energy loss: mse (default) or mae."),
+    forces_loss: Optional[str] = typer.Option(None, "--forces-loss", help="Force loss: mse of components (default) or l2 (per-atom norm)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default off)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default: GPU if present), cpu, cuda."),
     devices: Optional[int] = typer.Option(None, "--devices", help="Number of devices/processes (with --strategy ddp or under torchrun)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="'auto' or 'ddp' (data-parallel; gloo on CPU, nccl on GPU)."),
-    dens: bool = typer.Option(False, "--dens", help="Add the DeNS denoising auxiliary task with the published small-molecule defaults."),
+    dens: bool = typer.Option(False, "--dens", help="Train with the DeNS denoising objective (published small-molecule settings; "
+                              "the loss form stays the one set by --energy-loss/--forces-loss)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Fine-tune: start from this forcefit model file (model.pt)."),
+    finetune_mode: Optional[str] = typer.Option(None, "--finetune", help="With --init: all (default), freeze-backbone, or backbone-lr=FACTOR."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits, initialisation, shuffling and noise (default 0)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/default): checkpoints, logs, model.pt, metrics, plots."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (its saved config, flags override)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ):
     """Train a force field. Writes OUT/model.pt, OUT/metrics.json, OUT/parity.png, OUT/learning_curve.png."""
-    from .config import build_config, load_yaml
+    from .config import FinetuneConfig, build_config, load_yaml
     from .training.run import train as run_train
 
     try:
@@ -74,8 +79,11 @@ def train(
             if config:
                 err_console.print(f"note: --resume continues with {saved}; --config only located the run "
                                   "(change settings with flags)", highlight=False, soft_wrap=True)
-        if dens and not base.get("dens"):
-            base["dens"] = {}
+        if dens and not (base.get("dens") or _has_objective(base, "dens")):
+            base["objective"] = [e for e in _objective_entries(base) if e.get("kind") != "supervised"] + [{"kind": "dens"}]
+        if finetune_mode and not (init or base.get("finetune")):
+            fail("--finetune needs --init MODEL_FILE (the model to fine-tune)")
+        finetune = {**({"init": str(init)} if init else {}), **(FinetuneConfig.parse_mode(finetune_mode) if finetune_mode else {})}
         overrides = {
             "data": {"train": [str(p) for p in train_files] if train_files else None, "valid": [str(p) for p in valid] if valid else None,
                      "valid_fraction": valid_fraction, "test": [str(p) for p in test] if test else None, "level": level,
@@ -83,7 +91,9 @@ def train(
             "model": {"name": model, "cutoff": cutoff, "dtype": dtype},
             "training": {"max_epochs": max_epochs, "max_time": max_time, "batch_size": batch_size, "lr": lr,
                          "energy_weight": energy_weight, "forces_weight": forces_weight, "patience": patience,
+                         "energy_loss": energy_loss, "forces_loss": forces_loss,
                          "device": device, "devices": devices, "strategy": strategy, "progress": False if no_progress else None},
+            "finetune": finetune or None,
             "seed": seed,
             "out": str(out) if out else None,
         }
@@ -98,13 +108,23 @@ def train(
     console.print(f"model written to [bold]{result.model_path}[/]")
 
 
+def _objective_entries(base: dict) -> list[dict]:
+    entries = base.get("objective") or []
+    return [dict(e) if isinstance(e, dict) else {"kind": e} for e in (entries if isinstance(entries, list) else [entries])]
+
+
+def _has_objective(base: dict, kind: str) -> bool:
+    return any(e.get("kind") == kind for e in _objective_entries(base))
+
+
 @app.command("eval")
 def evaluate_cmd(
     model_path: Path = typer.Argument(..., help="Model file written by `forcefit train` (model.pt)."),
     data_file: Path = typer.Argument(..., help="Frames with reference energies/forces."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics (meV, meV/atom, meV/Å) as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a parity plot PNG."),
-    level: Optional[str] = typer.Option(None, "--level", help="Level of theory when reading a campaign .db."),
+    level: Optional[str] = typer.Option(None, "--level", help="Level of theory: the head a multi-level model predicts with "
+                                        "(default: its default level), and the level read from a campaign .db."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
 ):
@@ -115,9 +135,12 @@ def evaluate_cmd(
 
     try:
         potential = load_model(model_path, device=device)
+        head = level if level is not None and level in potential.levels else None
+        if level is not None and head is None and len(potential.levels) > 1:
+            fail(f"{model_path}: level '{level}' is not one of this model's levels ({', '.join(potential.levels)})")
         frames = read_frames(data_file, level=level)
         validate_frames(frames, "evaluation", need_energy=False, need_forces=False, species=potential.species)
-        metrics, predictions = evaluate(potential, frames, batch_size=batch_size, device=device)
+        metrics, predictions = evaluate(potential, frames, batch_size=batch_size, device=device, level=head)
     except _user_errors() as exc:
         fail(str(exc))
     console.print(metrics_table(metrics, title=str(data_file)))

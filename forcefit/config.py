@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from .atomic_file import write_text_atomic
 
@@ -54,7 +54,7 @@ class ModelConfig(_Strict):
         from .models.registry import backbone_class
 
         params = inspect.signature(backbone_class(self.name).__init__).parameters
-        allowed = sorted(set(params) - {"self", "num_species", "cutoff", "vector_heads"})
+        allowed = sorted(set(params) - {"self", "num_species", "cutoff", "vector_heads", "energy_heads"})
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
             raise ValueError(f"options {unknown} are not options of model '{self.name}'; it takes: {', '.join(allowed)}")
@@ -68,12 +68,13 @@ class TrainingConfig(_Strict):
     eval_batch_size: int = Field(32, gt=0)
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    energy_loss: Literal["mse", "mae"] | None = Field(
-        None, description="Per-atom energy loss: 'mse' (default) or 'mae' (default with DeNS, as published).")
-    forces_loss: Literal["mse", "l2"] | None = Field(
-        None, description="Force loss: 'mse' of components (default) or 'l2', the mean per-atom norm ‖F̂−F‖ (default with DeNS).")
+    # the loss form: one setting for every objective (DeNS included) and for the validation loss
+    energy_loss: Literal["mse", "mae"] = Field(
+        "mse", description="Per-atom energy loss: 'mse' or 'mae' (the published DeNS recipe's).")
+    forces_loss: Literal["mse", "l2"] = Field(
+        "mse", description="Force loss: 'mse' of components or 'l2', the mean per-atom norm ‖F̂−F‖ (the published DeNS recipe's).")
     energy_weight: float = Field(1.0, ge=0, description="λ_E.")
-    forces_weight: float | None = Field(None, ge=0, description="λ_F (default 100 with MSE forces, 80 with DeNS as published).")
+    forces_weight: float = Field(100.0, ge=0, description="λ_F (the published DeNS recipe: 80 with l2 forces and mae energy).")
     ema_decay: float | None = Field(0.99, ge=0, lt=1, description="EMA of weights used for validation and export; null disables.")
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: float = Field(1.0, ge=0)
@@ -98,51 +99,105 @@ class TrainingConfig(_Strict):
         return v
 
 
-class DensConfig(_Strict):
-    """DeNS (METHODS.md §1); defaults are the published small-molecule ones."""
+class FinetuneConfig(_Strict):
+    """Start from a forcefit model file and train it on this run's data (``--init``, ``--finetune``)."""
 
-    sigma: float = Field(0.05, gt=0, description="Noise standard deviation σ (Å).")
-    p: float = Field(0.25, ge=0, le=1, description="Probability a structure (or the batch) is denoised.")
-    ratio: float = Field(0.25, gt=0, le=1, description="Probability each atom of a chosen structure is corrupted (r).")
-    weight: float = Field(5.0, ge=0, description="λ_DeNS, in the unit set by weight_units.")
-    weight_units: Literal["energy_std", "loss"] = Field(
-        "energy_std", description="'energy_std' (published): the published code divides the energy and force terms by the "
-        "training energies' std and adds λ_DeNS·noise loss; forcefit's loss is in eV, so the noise term is multiplied by "
-        "that std (eV) to keep the published balance. 'loss': λ_DeNS multiplies the noise term as is.")
-    decay: bool = Field(True, description="Decay λ_DeNS linearly to 0 over training.")
-    per_batch: bool = Field(False, description="One coin per batch (catalyst code) instead of per structure.")
-    normalize_forces: bool = Field(False, description="Divide encoded forces by the dataset force RMS.")
-    encoding_scale: float = Field(
-        1.0, gt=0, description="Multiply encoded forces (eV/Å) by this. The published MD17 code encodes forces in "
-        "kcal/mol/Å, about 23 times the eV/Å numbers: 23.06 reproduces that input scale.")
-    encode_forces: bool = Field(
-        True, description="Feed corrupted atoms' original forces to the model (published). False: denoise without "
-        "them, the ill-posed task the force encoding exists to fix (ablation option).")
-    label_corrupted: bool = Field(
-        True, description="Train energy and uncorrupted atoms' forces of denoising structures against the original "
-        "labels (published); false: denoising structures train the noise head only (investigation option).")
+    init: str = Field(..., description="Model file (model.pt) whose weights this run starts from.")
+    mode: Literal["all", "freeze-backbone", "backbone-lr"] = Field(
+        "all", description="'all': every weight trains; 'freeze-backbone': only the energy readout (and any auxiliary "
+        "head) trains; 'backbone-lr': the backbone trains at backbone_lr × the learning rate.")
+    backbone_lr: float = Field(0.1, gt=0, le=1, description="Backbone learning-rate factor with mode 'backbone-lr'.")
+    new_species: Literal["add", "refuse"] = Field(
+        "add", description="Elements of the new data that the model file does not know: 'add' new embeddings, 'refuse' with an error.")
+    reestimate_energy: bool = Field(
+        True, description="Refit the E0s (and energy shift) to the new data from the model's own predictions, so a level "
+        "with a large energy offset starts from a sensible energy.")
+
+    @classmethod
+    def parse_mode(cls, text: str) -> dict:
+        """``all``, ``freeze-backbone`` or ``backbone-lr=0.1`` (the command-line form) → settings."""
+        if text.startswith("backbone-lr"):
+            _, _, factor = text.partition("=")
+            try:
+                return {"mode": "backbone-lr", **({"backbone_lr": float(factor)} if factor else {})}
+            except ValueError:
+                raise ConfigError(f"--finetune {text}: the factor after 'backbone-lr=' must be a number") from None
+        if text in ("all", "freeze-backbone"):
+            return {"mode": text}
+        raise ConfigError(f"--finetune {text}: choose all, freeze-backbone or backbone-lr=FACTOR")
+
+
+class LevelsConfig(_Strict):
+    """One model for several levels of theory: one energy readout and one set of E0s per level, one shared backbone."""
+
+    key: str = Field("level", description="Per-frame key (extxyz info) naming the frame's level; campaign frames carry theirs.")
+    heads: list[str] = Field(..., min_length=1, description="The levels, one energy head each, e.g. [gfn2, dft].")
+    predict: str | None = Field(None, description="Level the model predicts by default (default: the last head).")
+    e0s: dict[str, str | dict[str, float]] = Field(
+        default_factory=dict, description="Per-level reference energies (as data.e0s); levels not named use data.e0s.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LevelsConfig":
+        if len(set(self.heads)) != len(self.heads):
+            raise ValueError(f"heads must be distinct, got {self.heads}")
+        if self.predict is None:
+            self.predict = self.heads[-1]
+        if self.predict not in self.heads:
+            raise ValueError(f"predict '{self.predict}' is not one of the heads {self.heads}")
+        unknown = sorted(set(self.e0s) - set(self.heads))
+        if unknown:
+            raise ValueError(f"e0s given for {unknown}, which are not heads {self.heads}")
+        return self
+
+
+def _default_objectives() -> list:
+    from .objectives.supervised import SupervisedConfig
+
+    return [SupervisedConfig()]
 
 
 class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    dens: DensConfig | None = None
+    objective: list[SerializeAsAny[Any]] = Field(
+        default_factory=_default_objectives,
+        description="What training optimises: a tagged entry {kind: supervised | dens, ...settings}, or a list of them "
+        "(their losses add). Every objective uses the training section's loss form.")
+    finetune: FinetuneConfig | None = None
+    levels: LevelsConfig | None = None
     seed: int = 0
     out: str = "runs/default"
 
-    @model_validator(mode="after")
-    def _resolve_losses(self) -> "RunConfig":
-        """Unset loss settings take the plain defaults (MSE, 1:100) or, with DeNS, the published
-        small-molecule recipe (energy MAE, force L2 norm, 1:80): the noise term's weight λ_DeNS = 5 is
-        only balanced against forces on that scale (with MSE forces it swamps them ~50×)."""
-        t, dens = self.training, self.dens is not None
-        defaults = {"energy_loss": "mae" if dens else "mse", "forces_loss": "l2" if dens else "mse",
-                    "forces_weight": 80.0 if dens else 100.0}
-        for key, value in defaults.items():
-            if getattr(t, key) is None:
-                setattr(t, key, value)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dens_section(cls, data):
+        """Configs written before objectives existed have a top-level ``dens:`` section: it is ``objective: {kind: dens}``.
+        (Their loss settings were saved resolved, so the loss form they trained with is kept.)"""
+        if isinstance(data, dict) and "dens" in data:
+            data = dict(data)
+            dens = data.pop("dens")
+            if dens is not None:
+                if data.get("objective") not in (None, [], {"kind": "supervised"}, [{"kind": "supervised"}]):
+                    raise ValueError("give DeNS either as objective: {kind: dens} or as the older dens: section, not both")
+                data["objective"] = [{"kind": "dens", **(dens or {})}]
+        return data
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _parse_objectives(cls, v):
+        from .objectives.registry import parse_objective
+
+        if v is None:
+            return _default_objectives()
+        entries = v if isinstance(v, list) else [v]
+        if not entries:
+            raise ValueError("at least one objective is needed (e.g. {kind: supervised})")
+        return [parse_objective(e) for e in entries]
+
+    def objective_of(self, kind: str):
+        """The config of the objective ``kind`` if the run has one, else None."""
+        return next((o for o in self.objective if o.kind == kind), None)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":

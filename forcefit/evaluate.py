@@ -16,6 +16,7 @@ import torch
 
 from .data.batch import batch_from_frames
 from .data.frame import Frame
+from .metrics import error_sums, summarise
 
 METRIC_KEYS = (
     "n_frames", "n_energy", "n_forces",
@@ -54,17 +55,20 @@ def _check_species(potential, frames: Sequence[Frame]) -> None:
                          f"{[chemical_symbols[z] for z in potential.species]})")
 
 
-def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: str = "cpu", dtype: torch.dtype | None = None) -> dict:
+def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: str = "cpu", dtype: torch.dtype | None = None,
+            level: str | None = None) -> dict:
     """Predicted energy (eV) per frame and forces (eV/Å) per atom.
 
     Returns ``{"energy": (F,) array, "forces": list of (n_i, 3) arrays,
     "n_atoms": (F,) array}`` in the order of ``frames``. ``dtype`` defaults
     to the potential's parameter dtype. Frames are batched only for speed:
     each graph is independent, so results do not depend on ``batch_size``
-    beyond floating-point summation order.
+    beyond floating-point summation order. ``level``: which level of theory a
+    multi-level model predicts (default: the model's default level).
     """
     frames = list(frames)
     _check_species(potential, frames)
+    level_index = potential.level_index(level) if hasattr(potential, "level_index") else None
     if dtype is None:
         dtype = next(iter(potential.parameters())).dtype
     energies: list[np.ndarray] = []
@@ -74,6 +78,8 @@ def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: st
             chunk = frames[start:start + batch_size]
             batch = batch_from_frames(chunk, model.cutoff, dtype)
             batch = {k: v.to(device) for k, v in batch.items()}
+            if level_index is not None:
+                batch["level"] = torch.full_like(batch["level"], level_index)
             out = model(batch, compute_forces=True)
             energies.append(out["energy"].detach().to("cpu", torch.float64).numpy())
             f = out["forces"].detach().to("cpu", torch.float64).numpy()
@@ -87,34 +93,17 @@ def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: st
 
 
 def _metrics(frames: Sequence[Frame], predictions: dict, indices: Sequence[int]) -> dict:
-    """Error statistics over the frames at ``indices`` (None where no frame has the label)."""
-    e_ref, e_pred, n_at, f_err = [], [], [], []
+    """Error statistics over the frames at ``indices`` (None where no frame has the label); definitions in ``forcefit.metrics``."""
+    e_err, n_at, f_err = [], [], []
     for k in indices:
         frame = frames[k]
         if frame.energy is not None:
-            e_ref.append(frame.energy)
-            e_pred.append(predictions["energy"][k])
+            e_err.append(predictions["energy"][k] - frame.energy)
             n_at.append(frame.n_atoms)
         if frame.forces is not None:
             f_err.append((np.asarray(predictions["forces"][k]) - np.asarray(frame.forces)).ravel())
-    out: dict = {"n_frames": len(indices), "n_energy": len(e_ref), "n_forces": len(f_err)}
-    if e_ref:
-        de = (np.asarray(e_pred) - np.asarray(e_ref)) * 1e3  # meV
-        de_atom = de / np.asarray(n_at)
-        out.update(
-            energy_mae=float(np.mean(np.abs(de))),
-            energy_mae_per_atom=float(np.mean(np.abs(de_atom))),
-            energy_rmse=float(np.sqrt(np.mean(de**2))),
-            energy_rmse_per_atom=float(np.sqrt(np.mean(de_atom**2))),
-        )
-    else:
-        out.update(energy_mae=None, energy_mae_per_atom=None, energy_rmse=None, energy_rmse_per_atom=None)
-    if f_err:
-        df = np.concatenate(f_err) * 1e3  # meV/Å
-        out.update(forces_mae=float(np.mean(np.abs(df))), forces_rmse=float(np.sqrt(np.mean(df**2))))
-    else:
-        out.update(forces_mae=None, forces_rmse=None)
-    return out
+    sums = error_sums(e_err, n_at, np.concatenate(f_err) if f_err else [], len(f_err))
+    return {"n_frames": len(indices), **summarise(sums)}
 
 
 def compute_metrics(frames: Sequence[Frame], predictions: dict) -> dict:
@@ -216,8 +205,9 @@ def parity_plot(frames: Sequence[Frame], predictions: dict, path: str | Path, ma
     return path
 
 
-def evaluate(potential, frames: Sequence[Frame], batch_size: int = 32, device: str = "cpu", dtype: torch.dtype | None = None) -> tuple[dict, dict]:
+def evaluate(potential, frames: Sequence[Frame], batch_size: int = 32, device: str = "cpu", dtype: torch.dtype | None = None,
+             level: str | None = None) -> tuple[dict, dict]:
     """``predict`` then ``compute_metrics``: returns (metrics, predictions)."""
     frames = list(frames)
-    predictions = predict(potential, frames, batch_size=batch_size, device=device, dtype=dtype)
+    predictions = predict(potential, frames, batch_size=batch_size, device=device, dtype=dtype, level=level)
     return compute_metrics(frames, predictions), predictions

@@ -1,7 +1,8 @@
-"""The trained-model file: one file with version, species, cutoff, units, E0s, config and weights.
+"""The trained-model file: one file with version, species, cutoff, units, levels, E0s, config and weights.
 
-Loads on CPU whatever device trained it. Training-only parts (the DeNS noise
-head) are dropped at export, so inference never pays for them.
+Loads on CPU whatever device trained it. Training-only parts (auxiliary heads
+such as the DeNS noise head, which live outside the backbone) are dropped at
+export, so inference never pays for them. Never imports training code.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from ._version import __version__
+from .atomic_file import atomic_torch_save
 from .models.base import resolved_options
 from .models.build import build_potential
 from .models.potential import Potential
@@ -17,7 +19,8 @@ from .models.potential import Potential
 FORMAT = "forcefit-model"
 # 2: equivariant-ace files name their edge_l_max (its default changed from l_max to 3).
 # 3: files record every backbone option, defaults resolved (an older forcefit may not know newer options).
-FORMAT_VERSION = 3
+# 4: levels of theory (one energy head, E0 set and shift each) and the level predicted by default.
+FORMAT_VERSION = 4
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å"}
 INFERENCE_HEADS = ("forces",)  # vector heads kept in exported models
 
@@ -27,12 +30,13 @@ class ModelFileError(ValueError):
 
 
 def save_model(potential: Potential, architecture: dict, path: str | Path, config: dict | None = None) -> None:
-    """Write ``potential`` (weights + architecture) atomically to ``path``."""
-    from .training.checkpoint_io import atomic_torch_save
-
-    heads = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
-    arch = dict(architecture, vector_heads=heads, e0s={int(k): float(v) for k, v in architecture.get("e0s", {}).items()})
-    arch["scale"], arch["shift"] = float(potential.scale), float(potential.shift)
+    """Write ``potential`` (weights + architecture, without auxiliary heads) atomically to ``path``."""
+    arch = {k: v for k, v in architecture.items() if k != "aux_heads"}
+    arch["vector_heads"] = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
+    arch["levels"], arch["default_level"] = list(potential.levels), potential.default_level
+    arch["e0s"] = {lv: {z: float(potential.e0[t, k]) for k, z in enumerate(potential.species)} for t, lv in enumerate(potential.levels)}
+    arch["shift"] = {lv: float(potential.shift[t]) for t, lv in enumerate(potential.levels)}
+    arch["scale"] = float(potential.scale)
     arch["options"] = resolved_options(potential.backbone, arch.get("options", {}))  # a later default change cannot alter this model
     state = inference_state_dict(potential, arch)
     payload = {
@@ -40,6 +44,8 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
         "format_version": FORMAT_VERSION,
         "forcefit_version": __version__,
         "species": list(potential.species),
+        "levels": list(potential.levels),
+        "default_level": potential.default_level,
         "cutoff": float(potential.cutoff),
         "units": UNITS,
         "dtype": str(next(potential.parameters()).dtype).replace("torch.", ""),
@@ -51,26 +57,23 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
 
 
 def inference_state_dict(potential: Potential, inference_architecture: dict) -> dict[str, torch.Tensor]:
-    """Weights of ``potential`` for the same model rebuilt with only the inference heads.
+    """Weights of ``potential`` for the same model rebuilt without auxiliary heads.
 
-    Keys the inference model lacks (a separate noise head) are left out; a backbone whose
-    shared weights change shape (``inference_weights``) cuts them down itself. The result
-    is loaded strictly into the inference model, so a mismatch fails here, at export.
+    The result is loaded strictly into the inference model, so a mismatch fails here, at export.
     """
     target = build_potential(inference_architecture).to(next(potential.parameters()).dtype)
     trained = {k: v.detach().cpu() for k, v in potential.state_dict().items()}
-    adapt = getattr(potential.backbone, "inference_weights", None)
-    if adapt is not None:
-        prefix = "backbone."
-        backbone_state = {k[len(prefix):]: v for k, v in trained.items() if k.startswith(prefix)}
-        trained.update({prefix + k: v for k, v in adapt(backbone_state, target.backbone).items()})
     state = {k: trained[k] for k in target.state_dict() if k in trained}
     target.load_state_dict(state, strict=True)
     return state
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Potential:
-    """Load a model file into an eval-mode Potential (on CPU unless ``device`` says otherwise)."""
+    """Load a model file into an eval-mode Potential (on CPU unless ``device`` says otherwise).
+
+    ``potential.levels`` lists its levels of theory; it predicts ``potential.default_level``
+    unless a batch names another (``forcefit.load(..., level=...)`` for the calculator).
+    """
     payload = read_model_file(path)
     try:
         potential = build_potential(payload["architecture"])
@@ -103,7 +106,10 @@ def read_model_file(path: str | Path) -> dict:
             f"{path}: model file format {version} was written by forcefit {payload.get('forcefit_version')}; "
             f"this forcefit ({__version__}) reads formats up to {FORMAT_VERSION}: upgrade forcefit"
         )
-    return _upgrade(payload)
+    try:
+        return _upgrade(payload)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
 
 
 def _upgrade(payload: dict) -> dict:
@@ -112,6 +118,8 @@ def _upgrade(payload: dict) -> dict:
     1 → 2: equivariant-ace's edge harmonics went up to l_max before ``edge_l_max`` existed.
     2 → 3: nothing to change; options a format-2 file leaves out take today's defaults,
     which are the ones it was written with.
+    3 → 4: one level ("default"): E0s and shift become per-level; the ``head_layer`` option
+    of equivariant-ace (a head read through an extra layer) left the backbone with the heads.
     """
     if payload["format_version"] < 2 and payload.get("architecture", {}).get("name") == "equivariant-ace":
         arch = payload["architecture"]
@@ -119,5 +127,20 @@ def _upgrade(payload: dict) -> dict:
         options.setdefault("edge_l_max", options.get("l_max", 2))
         payload["architecture"] = dict(arch, options=options)
         payload["format_version"] = 2
-    payload["format_version"] = max(payload["format_version"], 3)
+    if payload["format_version"] < 4:
+        arch = dict(payload["architecture"])
+        options = dict(arch.get("options", {}))
+        if options.pop("head_layer", False) and arch.get("vector_heads"):
+            raise ModelFileError("this model file reads its direct-force head through equivariant-ace's head_layer, "
+                                 "which this forcefit no longer has: retrain it")
+        arch["options"] = options
+        state = dict(payload["state_dict"])
+        if state["e0"].dim() == 1:  # one level, stored flat
+            arch["levels"], arch["default_level"] = ["default"], "default"
+            arch["e0s"] = {"default": {int(k): float(v) for k, v in arch.get("e0s", {}).items()}}
+            arch["shift"] = {"default": float(arch.get("shift", 0.0))}
+            state["e0"], state["shift"] = state["e0"].reshape(1, -1), state["shift"].reshape(1)
+            payload.update(levels=["default"], default_level="default")
+        payload.update(architecture=arch, state_dict=state)
+    payload["format_version"] = FORMAT_VERSION
     return payload

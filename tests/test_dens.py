@@ -9,12 +9,22 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from conftest import ETHANOL
-from forcefit.config import DensConfig
 from forcefit.data import Frame, batch_from_frames
 from forcefit.models.painn import PaiNN
 from forcefit.models.potential import Potential
 from forcefit.models.scatter import scatter_sum
-from forcefit.objectives.dens import Corruption, DensObjective, dens_loss, sample_corruption
+from forcefit.objectives.base import ObjectiveContext
+from forcefit.objectives.dens import Corruption, Dens, DensConfig, dens_loss, sample_corruption
+from forcefit.objectives.terms import EnergyTerm, ForcesTerm, SupervisedLoss
+
+
+def _supervised(lam_e=1.0, lam_f=80.0, energy_kind="mse", forces_kind="mse"):
+    return SupervisedLoss([EnergyTerm(lam_e, energy_kind), ForcesTerm(lam_f, forces_kind)])
+
+
+def DensObjective(cfg, lam_e, lam_f, cutoff, force_rms=1.0, energy_std=1.0):
+    """The DeNS objective with a supervised loss of weights λ_E, λ_F (MSE)."""
+    return Dens(cfg, ObjectiveContext(_supervised(lam_e, lam_f), cutoff=cutoff, force_rms=force_rms, energy_std=energy_std))
 
 
 class QuadraticModel(torch.nn.Module):
@@ -43,7 +53,7 @@ def test_loss_matches_hand_computation():
     eps[0] = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
     corruption = Corruption(torch.tensor([True, False]), torch.tensor([True, False, False, False]), eps)
     sigma, lam_e, lam_f, lam_d = 0.05, 1.0, 80.0, 5.0
-    loss, metrics = dens_loss(QuadraticModel(), batch, corruption, sigma, lam_e, lam_f, lam_d, cutoff=5.0)
+    loss, metrics = dens_loss(QuadraticModel(), batch, corruption, sigma, _supervised(lam_e, lam_f), lam_d, cutoff=5.0)
 
     a, b = 0.5, 2.0
     # structure 0, atom 0 moved to ε; atom 1 at (1,0,0). Energy of the noisy structure vs the ORIGINAL label.
@@ -70,7 +80,7 @@ def test_published_loss_form_matches_hand_computation():
     eps = torch.zeros(4, 3, dtype=torch.float64)
     eps[0] = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
     corruption = Corruption(torch.tensor([True, False]), torch.tensor([True, False, False, False]), eps)
-    loss, _ = dens_loss(QuadraticModel(), batch, corruption, 0.05, 1.0, 80.0, 5.0, cutoff=5.0, forces_kind="l2", energy_kind="mae")
+    loss, _ = dens_loss(QuadraticModel(), batch, corruption, 0.05, _supervised(1.0, 80.0, "mae", "l2"), 5.0, cutoff=5.0)
     a, b = 0.5, 2.0
     e0 = a * (0.01**2 + 0.02**2 + 0.03**2) + a * 1.0
     e1 = a * 1.0 + a * (1.0 + 1.5**2)
@@ -87,8 +97,8 @@ def test_unlabelled_corrupted_structures_train_the_noise_head_only():
     eps = torch.zeros(4, 3, dtype=torch.float64)
     eps[0] = torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64)
     corruption = Corruption(torch.tensor([True, False]), torch.tensor([True, False, False, False]), eps)
-    loss, _ = dens_loss(QuadraticModel(), batch, corruption, 0.05, 1.0, 80.0, 5.0, cutoff=5.0, forces_kind="l2",
-                        energy_kind="mae", label_corrupted=False)
+    loss, _ = dens_loss(QuadraticModel(), batch, corruption, 0.05, _supervised(1.0, 80.0, "mae", "l2"), 5.0, cutoff=5.0,
+                        label_corrupted=False)
     a, b = 0.5, 2.0
     e1 = a * 1.0 + a * (1.0 + 1.5**2)
     loss_e = abs(e1 - 1.0) / 2
@@ -97,16 +107,19 @@ def test_unlabelled_corrupted_structures_train_the_noise_head_only():
     assert loss.item() == pytest.approx(loss_e + 80.0 * loss_f + 5.0 * loss_dn, rel=1e-12)
 
 
-def test_dens_defaults_to_the_published_loss_recipe_unless_set():
+def test_dens_does_not_change_the_loss_form():
+    """The loss form is one setting: turning DeNS on leaves the training section (and so the supervised loss) as it is;
+    the older top-level ``dens:`` section still reads as the DeNS objective."""
     from forcefit.config import build_config
 
-    plain, dens = build_config({}), build_config({"dens": {}})
-    assert (plain.training.energy_loss, plain.training.forces_loss, plain.training.forces_weight) == ("mse", "mse", 100.0)
-    assert (dens.training.energy_loss, dens.training.forces_loss, dens.training.forces_weight) == ("mae", "l2", 80.0)
-    mixed = build_config({"dens": {}, "training": {"forces_loss": "mse", "forces_weight": 10}})
-    assert (mixed.training.energy_loss, mixed.training.forces_loss, mixed.training.forces_weight) == ("mae", "mse", 10.0)
-    again = build_config(dens.model_dump())  # a saved config (resume) keeps its resolved values
-    assert again.training == dens.training
+    plain, dens = build_config({}), build_config({"objective": {"kind": "dens"}})
+    assert plain.training == dens.training
+    assert (dens.training.energy_loss, dens.training.forces_loss, dens.training.forces_weight) == ("mse", "mse", 100.0)
+    legacy = build_config({"dens": {"sigma": 0.1}})
+    assert [o.kind for o in legacy.objective] == ["dens"] and legacy.objective[0].sigma == 0.1
+    again = build_config(legacy.model_dump())  # a saved config (resume) reads back the same
+    assert again.objective == legacy.objective and again.training == legacy.training
+
 
 def test_tiny_sigma_full_corruption_target_is_displacement_over_sigma():
     batch = batch_from_frames([Frame(positions=ETHANOL.positions, numbers=ETHANOL.numbers, energy=0.0, forces=np.ones((9, 3)))] * 3, 5.0, torch.float64)
@@ -146,7 +159,7 @@ def test_per_batch_coin_is_shared():
 
 def test_force_encoding_makes_noise_prediction_equivariant():
     torch.manual_seed(0)
-    model = Potential(PaiNN(3, features=16, num_layers=2, vector_heads=("noise",)), [1, 6, 8]).double()
+    model = Potential(PaiNN(3, features=16, num_layers=2), [1, 6, 8], aux_heads=("noise",)).double()
     rng = np.random.default_rng(0)
     forces = rng.normal(size=(9, 3))
     mask = torch.tensor([True, False, True, False, False, True, False, False, False])

@@ -70,11 +70,11 @@ CONFIGS = [
     dict(species_self_connection=True, channels=8),
     dict(l_max=1, product_l_max=3, channels=8),  # every intermediate degree in the product, as MACE
     dict(path_mixing=True, channels=8),
-    dict(head_layer=True, channels=8),  # vector heads from one more message pass
+    dict(energy_heads=2, channels=8),  # one energy readout per level of theory
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip", "lmax1-product3", "path-mixing", "head-layer"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["default", "lmax3", "lmax1-edge3", "lmax2-edge2", "corr2-gate-3layers", "corr1", "species-skip", "lmax1-product3", "path-mixing", "two-levels"])
 @pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
 def test_o3_equivariance(config, with_condition):
     model = make(**config)
@@ -357,43 +357,69 @@ def test_float32_and_registry():
     assert out["node_energy"].dtype == torch.float32 and torch.isfinite(out["node_energy"]).all()
 
 
-@pytest.mark.parametrize("head_layer", [False, True])
-def test_training_step_with_create_graph(head_layer):
-    """Force training needs double backward: gradients reach every parameter that should learn."""
-    model = make(vector_heads=("forces",), channels=8, head_layer=head_layer)
+@pytest.mark.parametrize("aux_head", [False, True])
+def test_training_step_with_create_graph(aux_head):
+    """Force training needs double backward: gradients reach every parameter that should learn (the auxiliary head too)."""
+    model = make(vector_heads=("forces",), channels=8)
+    head = model.make_vector_head().double() if aux_head else None
     pos, species = molecule(seed=14)
     edges = full_graph(pos, model.cutoff)
     p = pos.clone().requires_grad_(True)
     out = model(species, edges, p[edges[1]] - p[edges[0]], torch.randn(len(pos), 3, dtype=torch.float64))
     forces = -torch.autograd.grad(out["node_energy"].sum(), p, create_graph=True)[0]
     loss = forces.pow(2).sum() + out["node_energy"].sum() ** 2 + out["vectors"]["forces"].pow(2).sum()
+    if head is not None:
+        loss = loss + head(out["features"]).pow(2).sum()
     loss.backward()
-    missing = [n for n, q in model.named_parameters() if q.grad is None or not torch.isfinite(q.grad).all()]
+    params = list(model.named_parameters()) + ([] if head is None else [(f"head.{n}", q) for n, q in head.named_parameters()])
+    missing = [n for n, q in params if q.grad is None or not torch.isfinite(q.grad).all()]
     assert not missing, missing
 
 
-@pytest.mark.parametrize("kept", [(), ("forces",)])
-@pytest.mark.parametrize("config", [dict(), dict(correlation=2, gate=True, num_layers=3, channels=8), dict(correlation=1, channels=8),
-                                    dict(species_self_connection=True, channels=8),
-                                    dict(l_max=1, product_l_max=3, path_mixing=True, channels=8),
-                                    dict(head_layer=True, channels=8)])
-def test_dropping_the_noise_head_keeps_every_other_output(kept, config):
-    """Export drops the DeNS head (and, with no head left, the last layer's l > 0 outputs): same energy, forces, heads."""
-    src = make(**config)
-    dst = EquivariantACE(num_species=3, vector_heads=kept, **config).double()
-    state = src.state_dict()
-    state.update(src.inference_weights(state, dst))
-    dst.load_state_dict({k: state[k] for k in dst.state_dict()}, strict=True)
-    assert dst.layers[-1].l_out_max == (1 if kept else 0)
-    pos, species = molecule(seed=3)
-    edges = full_graph(pos, src.cutoff)
-    e1, f1, v1 = evaluate(src, pos, species, edges)
-    e2, f2, v2 = evaluate(dst, pos, species, edges)
-    torch.testing.assert_close(e2, e1, rtol=0, atol=1e-10)
-    torch.testing.assert_close(f2, f1, rtol=0, atol=1e-10)
-    assert set(v2) == set(kept)
-    for name in kept:
-        torch.testing.assert_close(v2[name], v1[name], rtol=0, atol=1e-10)
+@pytest.mark.parametrize("config", [dict(), dict(num_layers=1, channels=8), dict(l_max=3, channels=8),
+                                    dict(correlation=2, gate=True, num_layers=3, channels=8)])
+@pytest.mark.parametrize("with_condition", [False, True], ids=["no-condition", "condition"])
+def test_auxiliary_vector_head_is_o3_equivariant(config, with_condition):
+    """The head built outside the backbone (the DeNS noise head) maps Q x to Q v, with and without a force condition."""
+    model = make(vector_heads=(), **config)
+    head = model.make_vector_head().double()
+    pos, species = molecule(seed=8)
+    edges = full_graph(pos, model.cutoff)
+    cond = torch.randn(len(pos), 3, dtype=torch.float64) if with_condition else None
+
+    def vectors(x, c):
+        return head(model(species, edges, x[edges[1]] - x[edges[0]], c)["features"]).detach()
+
+    v = vectors(pos, cond)
+    assert v.abs().max() > 1e-6
+    for seed, improper in [(1, False), (2, True)]:
+        q = random_orthogonal(seed, improper)
+        torch.testing.assert_close(vectors(pos @ q.T, None if cond is None else cond @ q.T), v @ q.T, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["equivariant-ace", "painn"])
+def test_an_auxiliary_head_leaves_the_backbone_and_its_outputs_alone(name):
+    """Same seed, with and without the DeNS noise head: identical backbone weights at step 0, identical energy and forces."""
+    from forcefit.models.build import build_potential
+
+    arch = {"name": name, "cutoff": 4.0, "options": {"channels": 8} if name == "equivariant-ace" else {"features": 16},
+            "species": [0, 1, 2]}
+    torch.manual_seed(7)
+    plain = build_potential(arch).double()
+    torch.manual_seed(7)
+    dens = build_potential({**arch, "aux_heads": ("noise",)}).double()
+    sp, sd = plain.state_dict(), dens.state_dict()
+    assert set(sd) - set(sp) and all(k.startswith("aux_heads.noise.") for k in set(sd) - set(sp))
+    for key, value in sp.items():
+        assert torch.equal(value, sd[key]), key
+    pos, species = molecule(seed=9)
+    edges = full_graph(pos, 4.0)
+    batch = {"positions": pos, "numbers": species, "edge_index": edges, "edge_shift": torch.zeros(edges.shape[1], 3, dtype=torch.float64),
+             "batch": torch.zeros(len(pos), dtype=torch.long), "ptr": torch.tensor([0, len(pos)])}
+    a, b = plain(batch), dens(batch)
+    torch.testing.assert_close(a["energy"], b["energy"], rtol=0, atol=0)
+    torch.testing.assert_close(a["forces"], b["forces"], rtol=0, atol=0)
+    assert set(b["vectors"]) == {"noise"} and not a["vectors"]
 
 
 def test_format_1_model_file_keeps_its_edge_degree(tmp_path):
@@ -433,7 +459,7 @@ def test_model_file_keeps_its_model_when_a_default_changes(tmp_path, monkeypatch
     save_model(potential, arch, tmp_path / "m.pt")
     options = torch.load(tmp_path / "m.pt", weights_only=False)["architecture"]["options"]
     signature = inspect.signature(EquivariantACE.__init__).parameters
-    assert set(options) == set(signature) - {"self", "num_species", "cutoff", "vector_heads"}
+    assert set(options) == set(signature) - {"self", "num_species", "cutoff", "vector_heads", "energy_heads"}
     assert options["channels"] == 8 and options["edge_l_max"] == 3 and options["num_layers"] == 2  # None resolved
 
     defaults = list(EquivariantACE.__init__.__defaults__)

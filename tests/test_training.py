@@ -114,7 +114,7 @@ def test_model_file_round_trip_and_clear_errors(tmp_path, ethanol_xyz):
     loaded = forcefit.load(result.model_path)
     meta = loaded.metadata
     assert meta["species"] == [1, 6, 8] and meta["cutoff"] == 5.0 and meta["units"]["energy"] == "eV"
-    assert "noise" not in dict(loaded.model.backbone.vector_heads)  # DeNS head dropped at export
+    assert "noise" not in dict(loaded.model.backbone.vector_heads) and not len(loaded.model.aux_heads)  # DeNS head dropped at export
     from ase.io import read
 
     atoms = read(ethanol_xyz, 0)

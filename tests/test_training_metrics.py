@@ -31,7 +31,7 @@ def _batches():
 
 
 def test_epoch_means_weighted_by_structures(tmp_path):
-    module = ForceFieldModule(torch.nn.Linear(1, 1), StepObjective(), TrainingConfig(ema_decay=None, scheduler="none"))
+    module = ForceFieldModule(torch.nn.Linear(1, 1), [StepObjective()], TrainingConfig(ema_decay=None, scheduler="none"))
     trainer = L.Trainer(max_epochs=2, logger=CSVLogger(tmp_path, name="", version=""), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=1)
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))

@@ -1,14 +1,16 @@
 """Frames → graphs → flat batch tensors (a plain dict, as NequIP does, so export stays simple).
 
-Batch keys: positions (N,3), numbers (N,), batch (N,) graph index, ptr (G+1,),
+Geometry keys: positions (N,3), numbers (N,), batch (N,) graph index, ptr (G+1,),
 edge_index (2,E) rows (centre i, neighbour j), edge_shift (E,3) Cartesian
 shift so that r_ij = x_j − x_i + edge_shift, cell (G,3,3), pbc (G,3),
-energy (G,), forces (N,3), has_energy (G,), has_forces (G,), weight (G,),
-fixed (N,) bool, num_atoms (G,), frame_id (G,).
+num_atoms (G,). Labels and tags are copied from each frame by the one declared
+list ``TAGS`` (energy, forces, which labels are present, weight, level index,
+equilibrium, fixed atoms, frame id), so a new tag is one line here.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,32 +19,56 @@ from .frame import Frame
 from .neighbors import neighbor_list
 
 
+@dataclass(frozen=True)
+class Tag:
+    """One label or tag of a frame as it travels into the batch."""
+
+    key: str
+    per_atom: bool  # (n, ...) per atom, concatenated; else one value per structure, stacked
+    dtype: torch.dtype  # float64 entries are cast to the batch's floating dtype
+    read: Callable  # (frame, k, level_index) -> value
+
+
+def _level_index(frame: Frame, k: int, levels: dict[str, int] | None) -> int:
+    return 0 if levels is None else levels[frame.level]
+
+
+TAGS: tuple[Tag, ...] = (
+    Tag("energy", False, torch.float64, lambda f, k, lv: 0.0 if f.energy is None else f.energy),
+    Tag("has_energy", False, torch.bool, lambda f, k, lv: f.energy is not None),
+    Tag("forces", True, torch.float64, lambda f, k, lv: np.zeros((f.n_atoms, 3)) if f.forces is None else f.forces),
+    Tag("has_forces", False, torch.bool, lambda f, k, lv: f.forces is not None),
+    Tag("weight", False, torch.float64, lambda f, k, lv: f.weight),
+    Tag("level", False, torch.long, _level_index),
+    Tag("equilibrium", False, torch.bool, lambda f, k, lv: bool(f.equilibrium)),
+    Tag("fixed", True, torch.bool, lambda f, k, lv: np.zeros(f.n_atoms, bool) if f.fixed is None else f.fixed),
+    Tag("frame_id", False, torch.long, lambda f, k, lv: k),
+)
+
+
 class GraphDataset(torch.utils.data.Dataset):
     """Frames with their neighbour lists precomputed once (they do not change between epochs)."""
 
-    def __init__(self, frames: Sequence[Frame], cutoff: float):
+    def __init__(self, frames: Sequence[Frame], cutoff: float, levels: Sequence[str] | None = None):
+        """``levels``: the model's levels of theory; each frame's ``level`` becomes its index (None: all 0)."""
         self.frames = list(frames)
         self.cutoff = float(cutoff)
+        self.levels = None if levels is None else {name: k for k, name in enumerate(levels)}
         self._graphs = [self._graph(k, f) for k, f in enumerate(self.frames)]
 
     def _graph(self, k: int, f: Frame) -> dict:
         i, j, s = neighbor_list(f.positions, f.cell, f.pbc, self.cutoff)
-        n = f.n_atoms
-        return {
+        graph = {
             "positions": torch.as_tensor(f.positions, dtype=torch.float64),
             "numbers": torch.as_tensor(f.numbers, dtype=torch.long),
             "edge_index": torch.as_tensor(np.stack([i, j]), dtype=torch.long),
             "edge_shift": torch.as_tensor(s @ f.cell, dtype=torch.float64),
             "cell": torch.as_tensor(f.cell, dtype=torch.float64),
             "pbc": torch.as_tensor(f.pbc, dtype=torch.bool),
-            "energy": torch.tensor(0.0 if f.energy is None else f.energy, dtype=torch.float64),
-            "has_energy": torch.tensor(f.energy is not None),
-            "forces": torch.as_tensor(np.zeros((n, 3)) if f.forces is None else f.forces, dtype=torch.float64),
-            "has_forces": torch.tensor(f.forces is not None),
-            "weight": torch.tensor(f.weight, dtype=torch.float64),
-            "fixed": torch.as_tensor(np.zeros(n, bool) if f.fixed is None else f.fixed, dtype=torch.bool),
-            "frame_id": torch.tensor(k),
         }
+        for tag in TAGS:
+            graph[tag.key] = torch.as_tensor(np.asarray(tag.read(f, k, self.levels)), dtype=tag.dtype)
+        return graph
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -67,14 +93,11 @@ def collate(graphs: Sequence[dict], dtype: torch.dtype = torch.float32) -> dict:
         "edge_shift": torch.cat([g["edge_shift"] for g in graphs]).to(dtype),
         "cell": torch.stack([g["cell"] for g in graphs]).to(dtype),
         "pbc": torch.stack([g["pbc"] for g in graphs]),
-        "energy": torch.stack([g["energy"] for g in graphs]).to(dtype),
-        "has_energy": torch.stack([g["has_energy"] for g in graphs]),
-        "forces": torch.cat([g["forces"] for g in graphs]).to(dtype),
-        "has_forces": torch.stack([g["has_forces"] for g in graphs]),
-        "weight": torch.stack([g["weight"] for g in graphs]).to(dtype),
-        "fixed": torch.cat([g["fixed"] for g in graphs]),
-        "frame_id": torch.stack([g["frame_id"] for g in graphs]),
     }
+    for tag in TAGS:
+        values = [g[tag.key] for g in graphs]
+        joined = torch.cat(values) if tag.per_atom else torch.stack(values)
+        out[tag.key] = joined.to(dtype) if tag.dtype == torch.float64 else joined
     return out
 
 
@@ -88,6 +111,7 @@ class Collater:
         return collate(graphs, self.dtype)
 
 
-def batch_from_frames(frames: Sequence[Frame], cutoff: float, dtype: torch.dtype = torch.float32) -> dict:
+def batch_from_frames(frames: Sequence[Frame], cutoff: float, dtype: torch.dtype = torch.float32,
+                      levels: Sequence[str] | None = None) -> dict:
     """Convenience for inference and tests: frames straight to one batch."""
-    return collate(GraphDataset(frames, cutoff)._graphs, dtype)
+    return collate(GraphDataset(frames, cutoff, levels)._graphs, dtype)

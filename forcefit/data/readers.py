@@ -17,12 +17,14 @@ def read_frames(
     energy_key: str = "energy",
     forces_key: str = "forces",
     level: str | None = None,
+    level_key: str = "level",
 ) -> list[Frame]:
     """Read labelled frames from a file.
 
     Dispatches on the suffix: ``.npz`` is MD17/rMD17 (kcal/mol converted to eV),
     ``.db`` an ASE database or a forcefit labelling campaign (pick ``level``),
-    anything else goes through ``ase.io.read``. Values are checked for NaN/inf
+    anything else goes through ``ase.io.read``; ``level_key`` names the per-frame
+    info key that tags a frame's level of theory (``level`` by default). Values are checked for NaN/inf
     and shape here; requirements of a run (energy present, ...) in ``validate``.
     """
     path = Path(path)
@@ -34,7 +36,7 @@ def read_frames(
     elif suffix == ".db":
         frames = _read_db(path, level, energy_key, forces_key)
     else:
-        frames = _read_ase(path, index, energy_key, forces_key)
+        frames = _read_ase(path, index, energy_key, forces_key, level_key)
     if not frames:
         raise DataError("contains no frames", file=str(path))
     for frame in frames:
@@ -60,7 +62,8 @@ def check_values(frame: Frame) -> None:
         raise DataError(f"weight must be a finite non-negative number, got {frame.weight}", frame.source, frame.index, "weight")
 
 
-def frame_from_atoms(atoms, source: str, index: int, energy_key: str = "energy", forces_key: str = "forces") -> Frame:
+def frame_from_atoms(atoms, source: str, index: int, energy_key: str = "energy", forces_key: str = "forces",
+                     level_key: str = "level") -> Frame:
     """Convert an ASE Atoms (labels in info/arrays or a calculator) into a Frame."""
     energy = _numeric(lambda: _lookup_energy(atoms, energy_key), source, index, energy_key)
     forces = _numeric(lambda: _lookup_forces(atoms, forces_key), source, index, forces_key)
@@ -78,7 +81,7 @@ def frame_from_atoms(atoms, source: str, index: int, energy_key: str = "energy",
         energy=energy,
         forces=forces,
         config_type=str(info.get("config_type", "default")),
-        level=str(info.get("level", info.get("level_of_theory", "default"))),
+        level=str(info.get(level_key, info.get("level_of_theory", "default"))),
         weight=_numeric(lambda: float(info.get("weight", info.get("config_weight", 1.0))), source, index, "weight"),
         equilibrium=bool(info.get("equilibrium", False)),
         fixed=fixed,
@@ -119,7 +122,7 @@ def _lookup_forces(atoms, key: str) -> np.ndarray | None:
     return None
 
 
-def _read_ase(path: Path, index: str, energy_key: str, forces_key: str) -> list[Frame]:
+def _read_ase(path: Path, index: str, energy_key: str, forces_key: str, level_key: str = "level") -> list[Frame]:
     import ase.io
 
     try:
@@ -128,7 +131,7 @@ def _read_ase(path: Path, index: str, energy_key: str, forces_key: str) -> list[
         raise DataError(f"cannot read as a structure file ({type(exc).__name__}: {exc})", file=str(path)) from exc
     if not isinstance(images, list):
         images = [images]
-    return [frame_from_atoms(a, str(path), i, energy_key, forces_key) for i, a in enumerate(images)]
+    return [frame_from_atoms(a, str(path), i, energy_key, forces_key, level_key) for i, a in enumerate(images)]
 
 
 def _read_db(path: Path, level: str | None, energy_key: str = "energy", forces_key: str = "forces") -> list[Frame]:

@@ -38,22 +38,25 @@ def e0s_from_mapping(mapping: Mapping) -> dict[int, float]:
     return out
 
 
-def e0s_least_squares(frames: Sequence[Frame], species: Sequence[int]) -> dict[int, float]:
+def e0s_least_squares(frames: Sequence[Frame], species: Sequence[int], targets: Sequence[float] | None = None) -> dict[int, float]:
     """Fit E ≈ Σ_z n_z·E0_z over frames with energies (the usual 'average' E0).
+
+    ``targets`` (one per frame) replace the energies as what is fitted, e.g. the
+    label minus a model's own prediction when a fine-tuning run refits its E0s.
 
     With a single composition the system is rank-deficient; lstsq then returns
     the minimum-norm solution, which still removes the mean energy per atom.
     """
     index = {z: k for k, z in enumerate(species)}
     rows, energies = [], []
-    for f in frames:
+    for k, f in enumerate(frames):
         if f.energy is None:
             continue
         counts = np.zeros(len(species))
         for z in f.numbers:
             counts[index[int(z)]] += 1
         rows.append(counts)
-        energies.append(f.energy)
+        energies.append(f.energy if targets is None else targets[k])
     if not rows:
         raise DataError("cannot fit reference energies: no frame has an energy", field="e0s")
     solution, *_ = np.linalg.lstsq(np.array(rows), np.array(energies), rcond=None)

@@ -19,11 +19,17 @@ def validate_frames(
     need_forces: bool = True,
     species: Iterable[int] | None = None,
     min_distance: float = MIN_DISTANCE,
+    need_any_label: bool = False,
+    levels: Sequence[str] | None = None,
+    level_key: str = "level",
 ) -> None:
     """Raise DataError for the first frame that cannot be used by this run.
 
     ``name`` says which split the frames form (train/valid/test), so that an
-    empty split is reported by name.
+    empty split is reported by name. ``need_any_label``: a frame must carry an
+    energy or forces (one is enough: it trains on what it has). ``levels``: a
+    frame's level of theory must be one of them (a multi-level model has a head
+    for each).
     """
     if len(frames) == 0:
         raise DataError(f"the {name} split is empty", field=name)
@@ -33,6 +39,12 @@ def validate_frames(
             raise DataError("has no energy label, which training needs (set energy_key if it is stored under another name)", frame.source, frame.index, "energy")
         if need_forces and frame.forces is None:
             raise DataError("has no forces label, which training needs (set forces_key, or forces_weight: 0)", frame.source, frame.index, "forces")
+        if need_any_label and frame.energy is None and frame.forces is None:
+            raise DataError("has neither an energy nor forces, so it has nothing to train on (set energy_key/forces_key if "
+                            "they are stored under other names)", frame.source, frame.index, "energy")
+        if levels is not None and frame.level not in levels:
+            raise DataError(f"has level '{frame.level}', which is not one of the model's levels ({', '.join(levels)}); "
+                            f"tag each frame with its level in the '{level_key}' key", frame.source, frame.index, level_key)
         if allowed is not None:
             missing = sorted(set(frame.numbers.tolist()) - allowed)
             if missing:
@@ -55,3 +67,14 @@ def check_min_distance(frame: Frame, min_distance: float = MIN_DISTANCE) -> None
             f"atoms {i[k]} and {j[k]} are {dist[k]:.4f} Å apart (< {min_distance} Å): overlapping atoms or wrong units",
             frame.source, frame.index, "positions",
         )
+
+
+def count_duplicates(frames: Sequence[Frame], decimals: int = 6) -> int:
+    """How many frames repeat an earlier one (same level, elements and positions to 1e-6 Å)."""
+    seen: set = set()
+    duplicates = 0
+    for frame in frames:
+        key = (frame.level, frame.numbers.tobytes(), np.round(frame.positions, decimals).tobytes())
+        duplicates += key in seen
+        seen.add(key)
+    return duplicates

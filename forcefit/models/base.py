@@ -3,8 +3,9 @@
 A backbone maps species and edge vectors to per-atom outputs:
 
     forward(species, edge_index, edge_vec, force_condition=None) -> {
-        "node_energy": (N,) per-atom energy in normalised units,
+        "node_energy": (N,) per-atom energy in normalised units ((N, H) with H energy heads),
         "vectors": {name: (N, 3)} one entry per requested vector head,
+        "features": whatever the backbone's own auxiliary heads read,
     }
 
 - ``species`` (N,) are indices 0..num_species-1 (the Potential maps Z to them).
@@ -13,8 +14,17 @@ A backbone maps species and edge vectors to per-atom outputs:
 - ``force_condition`` (N, 3), optional: a per-atom vector embedded at every
   degree the backbone carries (DeNS force encoding); zero rows mean "no input".
 - Constructor arguments common to all: ``num_species``, ``cutoff``,
-  ``vector_heads`` (names of extra equivariant per-atom vector outputs; the name
-  "forces" is used for a direct-force head).
+  ``vector_heads`` (names of equivariant per-atom vector outputs that belong to
+  the model; the name "forces" is used for a direct-force head) and
+  ``energy_heads`` (one energy readout per level of theory).
+- Seams for objectives and fine-tuning: ``make_vector_head()`` builds an
+  auxiliary vector head *outside* the backbone (the Potential owns it) that
+  reads ``features``, so adding one never changes the backbone's parameters or
+  their initialisation; ``species_parameters()`` names the parameters indexed
+  by species (name -> (dimension, rows per species)) and
+  ``energy_head_parameters()`` those with one slice per energy head (name ->
+  dimension); ``READOUT_PREFIXES`` names the energy readout's parameters (what
+  trains when a fine-tuning run freezes the backbone).
 - Attributes: ``cutoff`` (Å) and ``l_max`` (highest degree carried). An option
   whose default is ``None`` and is resolved at construction keeps the resolved
   value in an attribute of the same name (so ``resolved_options`` can record it).
@@ -28,7 +38,7 @@ import torch
 from e3nn import o3
 
 
-COMMON_ARGUMENTS = ("num_species", "cutoff", "vector_heads")
+COMMON_ARGUMENTS = ("num_species", "cutoff", "vector_heads", "energy_heads")
 
 
 def resolved_options(backbone: torch.nn.Module, options: dict) -> dict:

@@ -31,9 +31,17 @@ Seams (same as every backbone, see ``base.py``):
   The first layer's messages are linear in its input, so the condition's part
   is computed only on edges leaving atoms with a non-zero condition (DeNS
   corrupts a few percent of atoms) and added to the scalar-input messages.
-- ``vector_heads``: per-atom 1o outputs read from the last layer's l = 1
-  features through a gated linear readout, returned in Cartesian (x, y, z)
-  (the l = 1 → xyz map is read from e3nn, whose l = 1 order changed in 0.6).
+- ``vector_heads`` (the direct-force head): per-atom 1o outputs read from the
+  last layer's l = 1 features through a gated linear readout, returned in
+  Cartesian (x, y, z) (the l = 1 → xyz map is read from e3nn, whose l = 1
+  order changed in 0.6).
+- ``make_vector_head()``: an auxiliary vector head (DeNS noise) built *outside*
+  the backbone: one more two-body equivariant message pass over the features
+  the last layer reads (``features`` in the output), then the same gated
+  readout. Adding one changes neither the backbone's parameters nor their
+  initialisation, and the last layer stays scalar-only.
+- ``energy_heads``: one energy readout per level of theory (``node_energy``
+  is then (N, heads)).
 
 Speed (measurements in benchmarks/NOTES.md): all CG paths of a product are
 one dense tensor; the radial MLP is shared by the layers (one output matmul
@@ -262,11 +270,6 @@ class EquivariantACE(nn.Module):
         path_mixing: from the second layer on, mix channels with one matrix per coupling
             path of the message before adding the paths (MACE's linear over the
             path-resolved message), instead of one matrix per degree after adding them.
-        head_layer: vector heads (the DeNS noise head, a direct-force head) read from one
-            extra two-body equivariant message-passing layer on top of the last one, as the
-            published DeNS noise head (a graph-attention block), instead of a linear readout
-            of the last layer: the head then does part of the denoising work itself. Export
-            drops it with the noise head when no other head needs it.
     """
 
     def __init__(
@@ -288,7 +291,7 @@ class EquivariantACE(nn.Module):
         species_self_connection: bool = False,
         product_l_max: int | None = None,
         path_mixing: bool = False,
-        head_layer: bool = False,
+        energy_heads: int = 1,
     ):
         super().__init__()
         if l_max < 1:
@@ -305,6 +308,8 @@ class EquivariantACE(nn.Module):
         self.num_species, self.cutoff, self.l_max, self.edge_l_max = int(num_species), float(cutoff), int(l_max), edge_l_max
         self.channels, self.num_layers = int(channels), int(num_layers)
         self.vector_heads = tuple(vector_heads)
+        self.energy_heads = int(energy_heads)
+        self.avg_num_neighbors, self.radial_hidden = float(avg_num_neighbors), int(radial_hidden)
         self.register_buffer("degree", degree_of_component(l_max), persistent=False)
 
         self.embedding = nn.Embedding(num_species, channels)
@@ -325,11 +330,6 @@ class EquivariantACE(nn.Module):
             for k in range(num_layers)
         )
         self.num_paths = self.layers[0].message.num_paths
-        # vector heads from one more message pass: l ≤ 1 in and out, edge harmonics to l = 2, no product
-        self.head_layer = None
-        if self.vector_heads and head_layer:
-            self.head_layer = InteractionLayer(num_species, channels, 1, 1, 1, avg_num_neighbors, gate=False, first=False, edge_l_max=2)
-            self.head_radial = nn.Parameter(torch.randn(radial_hidden, self.head_layer.message.num_paths * channels) * SILU_GAIN / math.sqrt(radial_hidden))
         # one radial trunk for all layers; its last matmul produces every layer's weights at once
         self.radial_trunk = nn.Sequential(
             nn.Linear(num_bessel, radial_hidden), nn.SiLU(), nn.Linear(radial_hidden, radial_hidden), nn.SiLU()
@@ -340,8 +340,8 @@ class EquivariantACE(nn.Module):
         first = self.layers[0].message
         self.register_buffer("scalar_path_of_column", first.path_of_column[first.scalar_columns], persistent=False)
 
-        self.readouts = nn.ModuleList(nn.Linear(channels, 1, bias=False) for _ in range(num_layers - 1))
-        self.readout_mlp = nn.Sequential(nn.Linear(channels, readout_hidden), nn.SiLU(), nn.Linear(readout_hidden, 1))
+        self.readouts = nn.ModuleList(nn.Linear(channels, self.energy_heads, bias=False) for _ in range(num_layers - 1))
+        self.readout_mlp = nn.Sequential(nn.Linear(channels, readout_hidden), nn.SiLU(), nn.Linear(readout_hidden, self.energy_heads))
         if self.vector_heads:
             heads = len(self.vector_heads)
             self.vector_gate = nn.Linear(channels, heads * channels)
@@ -352,31 +352,6 @@ class EquivariantACE(nn.Module):
             self.register_buffer("l1_to_xyz", basis.T.contiguous().to(torch.get_default_dtype()), persistent=False)
 
     # ----------------------------------------------------------------------------------------------
-    def inference_weights(self, state: dict[str, torch.Tensor], target: "EquivariantACE") -> dict[str, torch.Tensor]:
-        """The weights of ``state`` (this model's) that change shape in ``target``, the same model built
-        with fewer vector heads (the DeNS noise head is dropped at export).
-
-        Heads share one gate matmul, so the kept heads' rows are cut out; with no head
-        left the last layer stops at l = 0, keeping only its l = 0 paths and degrees.
-        Every output the target computes is unchanged (CG normalisation is per output degree).
-        """
-        out: dict[str, torch.Tensor] = {}
-        keep = [self.vector_heads.index(h) for h in target.vector_heads]
-        if keep:
-            rows = torch.cat([torch.arange(k * self.channels, (k + 1) * self.channels) for k in keep])
-            out["vector_gate.weight"] = state["vector_gate.weight"][rows]
-            out["vector_gate.bias"] = state["vector_gate.bias"][rows]
-            out["vector_weights"] = state["vector_weights"][keep]
-        src, dst, last = self.layers[-1], target.layers[-1], f"layers.{self.num_layers - 1}"
-        if dst.l_out_max != src.l_out_max:
-            for name in ("linear_out.weight", "self_connection.weight"):
-                out[f"{last}.{name}"] = state[f"{last}.{name}"][: dst.l_out_max + 1]
-            if len(src.product.products):
-                k = len(src.product.products) - 1
-                paths = [src.product.products[k].paths.index(p) for p in dst.product.products[k].paths]
-                out[f"{last}.product.weights.{k}"] = state[f"{last}.product.weights.{k}"][paths]
-        return out
-
     @torch.no_grad()
     def _init_radial_trunk(self) -> None:
         """Second-moment-preserving init (as e3nn's FullyConnectedNet): radial weights of order one.
@@ -395,12 +370,12 @@ class EquivariantACE(nn.Module):
             nn.init.normal_(lin.weight, std=float(gain) / math.sqrt(lin.in_features))
             nn.init.zeros_(lin.bias)
 
-    def radial_weights(self, r: torch.Tensor, condition_edges: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Per layer (E, Q_k, C): MLP(Bessel(r)) · envelope(r), one weight per (path, channel), spread over its CG columns
-        (and the head layer's last, when there is one).
+    def radial_weights(self, r: torch.Tensor, condition_edges: torch.Tensor | None = None):
+        """Per layer (E, Q_k, C): MLP(Bessel(r)) * envelope(r), one weight per (path, channel), spread over its CG columns.
 
         The first layer gets only its scalar-input columns (its input is the species
         embedding); ``condition_edges`` also get all of its columns, returned second.
+        The trunk's last hidden layer is returned third, for auxiliary heads.
         One matmul per layer (not one for all plus a split: the split's backward
         is a full-size concatenation), then a per-edge gather from paths to columns.
         """
@@ -411,11 +386,7 @@ class EquivariantACE(nn.Module):
             if k == 0 and condition_edges is not None:
                 conditioned = w.index_select(0, condition_edges).index_select(1, layer.message.path_of_column)
             out.append(w.index_select(1, self.scalar_path_of_column if k == 0 else layer.message.path_of_column))
-        if self.head_layer is not None:  # last in the list
-            message = self.head_layer.message
-            w = torch.matmul(hidden, self.head_radial).view(len(r), message.num_paths, self.channels)
-            out.append(w.index_select(1, message.path_of_column))
-        return out, conditioned
+        return out, conditioned, hidden
 
     def condition_features(self, force_condition: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """(D, N, C): the encoded condition through one 1 → C linear map per degree (zero where the condition is)."""
@@ -437,13 +408,14 @@ class EquivariantACE(nn.Module):
         if force_condition is not None:
             # only atoms with a non-zero condition send condition messages (DeNS: the corrupted ones)
             edges = torch.nonzero(force_condition.ne(0).any(-1).index_select(0, neighbour)).squeeze(-1)
-        radial, conditioned = self.radial_weights(r, edges)
+        radial, conditioned, hidden = self.radial_weights(r, edges)
         condition = None
         if force_condition is not None:
             condition = SparseCondition(self.condition_features(force_condition, h.dtype), edges, conditioned)
 
-        node_energy = None
+        node_energy, last_input = None, h
         for k, layer in enumerate(self.layers):
+            last_input = h
             h = layer(h, species, sh, radial[k], centre, neighbour, condition if k == 0 else None)
             readout = self.readouts[k] if k < self.num_layers - 1 else self.readout_mlp
             e = readout(h[0]).squeeze(-1)
@@ -452,10 +424,69 @@ class EquivariantACE(nn.Module):
         vectors = {}
         if self.vector_heads:
             n = h.shape[1]
-            if self.head_layer is not None:
-                h = self.head_layer(h, species, sh[:, : num_components(2)], radial[-1], centre, neighbour)
             gates = torch.sigmoid(self.vector_gate(h[0])).view(n, len(self.vector_heads), self.channels)
             v = torch.einsum("mnc,nhc,hc->nhm", h[1:4], gates, self.vector_weights)  # (N, heads, 3), e3nn l = 1 basis
             v = v @ self.l1_to_xyz
             vectors = {name: v[:, k] for k, name in enumerate(self.vector_heads)}
-        return {"node_energy": node_energy, "vectors": vectors}
+        features = {"h": last_input, "species": species, "sh": sh, "hidden": hidden, "centre": centre, "neighbour": neighbour}
+        return {"node_energy": node_energy, "vectors": vectors, "features": features}
+
+    # ---- seams for objectives and fine-tuning (see models/base.py)
+    #: parameter-name prefixes of the energy readout (what trains when the backbone is frozen)
+    READOUT_PREFIXES = ("readouts.", "readout_mlp.")
+
+    def make_vector_head(self) -> "AceVectorHead":
+        """A new auxiliary vector head over this backbone's features (not registered in the backbone)."""
+        return AceVectorHead(self.num_species, self.channels, self.radial_hidden, self.avg_num_neighbors)
+
+    def species_parameters(self) -> dict[str, tuple[int, int]]:
+        """Parameters indexed by species: name -> (dimension, rows per species) (new species get new rows)."""
+        dims = {"embedding.weight": (0, 1)}
+        for k, layer in enumerate(self.layers):
+            for q in range(len(layer.product.weights)):
+                dims[f"layers.{k}.product.weights.{q}"] = (1, 1)
+            if layer.species_self_connection:
+                dims[f"layers.{k}.self_connection.weight"] = (2, self.channels)
+        return dims
+
+    def energy_head_parameters(self) -> dict[str, int]:
+        """Parameters with one slice per energy head (level of theory): name -> that dimension."""
+        dims = {f"readouts.{k}.weight": 0 for k in range(len(self.readouts))}
+        last = len(self.readout_mlp) - 1
+        dims.update({f"readout_mlp.{last}.weight": 0, f"readout_mlp.{last}.bias": 0})
+        return dims
+
+
+class AceVectorHead(nn.Module):
+    """An equivariant per-atom vector output outside the backbone (the DeNS noise head).
+
+    One two-body message pass (l <= 1 in and out, edge harmonics to l = 2) over
+    the features the backbone's last layer reads, with radial weights from the
+    backbone's shared radial trunk, then a gated linear readout of the l = 1
+    features. The published DeNS noise head is likewise a whole block on top of
+    the shared network, not a linear map.
+    """
+
+    def __init__(self, num_species: int, channels: int, radial_hidden: int, avg_num_neighbors: float):
+        super().__init__()
+        self.channels = channels
+        self.layer = InteractionLayer(num_species, channels, 1, 1, 1, avg_num_neighbors, gate=False, first=False, edge_l_max=2)
+        self.radial = nn.Parameter(torch.randn(radial_hidden, self.layer.message.num_paths * channels) * SILU_GAIN / math.sqrt(radial_hidden))
+        self.gate = nn.Linear(channels, channels)
+        self.weights = nn.Parameter(torch.randn(channels) / math.sqrt(channels))
+        basis = o3.spherical_harmonics(1, torch.eye(3, dtype=torch.float64), normalize=False, normalization="norm")
+        self.register_buffer("l1_to_xyz", basis.T.contiguous().to(torch.get_default_dtype()), persistent=False)
+
+    def forward(self, features: dict) -> torch.Tensor:
+        h = features["h"]
+        if h.dim() == 2:  # a one-layer backbone: its last layer reads the scalar embedding
+            h = torch.cat([h.unsqueeze(0), h.new_zeros(3, *h.shape)])
+        h = h[: num_components(1)]
+        hidden = features["hidden"]
+        message = self.layer.message
+        w = torch.matmul(hidden, self.radial).view(hidden.shape[0], message.num_paths, self.channels)
+        w = w.index_select(1, message.path_of_column)
+        x = self.layer(h, features["species"], features["sh"][:, : num_components(2)], w, features["centre"], features["neighbour"])
+        g = torch.sigmoid(self.gate(x[0]))
+        v = torch.einsum("mnc,nc,c->nm", x[1:4], g, self.weights)
+        return v @ self.l1_to_xyz.to(v.dtype)

@@ -77,9 +77,11 @@ class PaiNN(nn.Module):
         num_layers: int = 3,
         num_basis: int = 16,
         vector_heads: tuple[str, ...] = (),
+        energy_heads: int = 1,
     ):
         super().__init__()
         self.cutoff, self.l_max, self.features = float(cutoff), 1, features
+        self.num_species, self.energy_heads = int(num_species), int(energy_heads)
         self.embedding = nn.Embedding(num_species, features)
         self.radial = BesselBasis(cutoff, num_basis)
         self.envelope = PolynomialCutoff(cutoff)
@@ -87,7 +89,7 @@ class PaiNN(nn.Module):
         self.filters = nn.Linear(num_basis, num_layers * 3 * features)
         self.messages = nn.ModuleList(PaiNNMessage(features) for _ in range(num_layers))
         self.updates = nn.ModuleList(PaiNNUpdate(features) for _ in range(num_layers))
-        self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
+        self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, self.energy_heads))
         # Start at ε_i = 0, i.e. E = Σ (shift + E0): the mean energy is right from step one and the
         # network only learns deviations (otherwise a random per-atom offset takes many epochs to remove).
         nn.init.zeros_(self.readout[-1].weight)
@@ -114,4 +116,28 @@ class PaiNN(nn.Module):
         return {
             "node_energy": self.readout(s).squeeze(-1),
             "vectors": {name: head(s, v) for name, head in self.vector_heads.items()},
+            "features": {"s": s, "v": v},
         }
+
+    # ---- seams for objectives and fine-tuning (see models/base.py)
+    #: parameter-name prefixes of the energy readout (what trains when the backbone is frozen)
+    READOUT_PREFIXES = ("readout.",)
+
+    def make_vector_head(self) -> "PaiNNAuxiliaryHead":
+        """A new auxiliary vector head over the final features (not registered in the backbone)."""
+        return PaiNNAuxiliaryHead(self.features)
+
+    def species_parameters(self) -> dict[str, tuple[int, int]]:
+        """Parameters indexed by species: name -> (dimension, rows per species)."""
+        return {"embedding.weight": (0, 1)}
+
+    def energy_head_parameters(self) -> dict[str, int]:
+        """Parameters with one slice per energy head (level of theory): name -> that dimension."""
+        return {"readout.2.weight": 0, "readout.2.bias": 0}
+
+
+class PaiNNAuxiliaryHead(GatedVectorHead):
+    """A gated vector readout of PaiNN's final (scalar, vector) features, outside the backbone."""
+
+    def forward(self, features: dict) -> torch.Tensor:
+        return super().forward(features["s"], features["v"])

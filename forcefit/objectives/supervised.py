@@ -1,25 +1,41 @@
-"""Ordinary energy + force regression, the objective every method builds on."""
+"""Ordinary energy + force regression: the objective every run has unless it names another."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
-from .losses import energy_loss, forces_loss
+from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
 
 
-class EnergyForcesObjective:
-    """loss = λ_E · energy loss (per atom; MSE or MAE) + λ_F · force loss (MSE or per-atom L2 norm), with per-frame weights."""
+class SupervisedConfig(ObjectiveConfig):
+    """``objective: {kind: supervised}``: the run's loss form (training.energy_loss, forces_loss, weights) on every frame."""
 
-    def __init__(self, energy_weight: float = 1.0, forces_weight: float = 100.0, forces_kind: str = "mse", energy_kind: str = "mse"):
-        self.energy_weight, self.forces_weight, self.forces_kind = energy_weight, forces_weight, forces_kind
-        self.energy_kind = energy_kind
+    kind: Literal["supervised"] = "supervised"
+    partial_labels: bool = Field(
+        True, description="A frame with only an energy, or only forces, trains on what it has; false: every frame needs "
+        "every label whose weight is non-zero.")
+
+
+class Supervised:
+    """loss = Σ supervised terms on the clean structures (masks from each frame's labels, per-frame weights)."""
+
+    Config = SupervisedConfig
+    aux_heads: tuple[str, ...] = ()
+
+    def __init__(self, cfg: SupervisedConfig, context: ObjectiveContext):
+        self.cfg, self.loss = cfg, context.supervised
+
+    @staticmethod
+    def frame_needs(cfg: SupervisedConfig, training) -> FrameNeeds:
+        """Some label on every frame; with ``partial_labels: false`` every label whose weight is non-zero."""
+        strict = not cfg.partial_labels
+        return FrameNeeds(energy=strict and training.energy_weight > 0, forces=strict and training.forces_weight > 0)
 
     def __call__(self, model, batch: dict, progress: float = 0.0, generator: torch.Generator | None = None):
-        out = model(batch, compute_forces=self.forces_weight > 0)
-        loss_e = energy_loss(out, batch, kind=self.energy_kind)
-        loss = self.energy_weight * loss_e
-        metrics = {"loss_energy": loss_e.detach()}
-        if self.forces_weight > 0:
-            loss_f = forces_loss(out, batch, kind=self.forces_kind)
-            loss = loss + self.forces_weight * loss_f
-            metrics["loss_forces"] = loss_f.detach()
-        return loss, metrics
+        out = model(batch, compute_forces=self.loss.needs_forces)
+        return self.loss(out, batch)
+
+    def describe(self, frames) -> list[str]:
+        return []

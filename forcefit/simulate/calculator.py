@@ -37,8 +37,9 @@ class ForcefitCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces"]
 
     def __init__(self, potential: torch.nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
-                 compile: bool = False, **kwargs):
-        """``compile=True`` runs the backbone through ``torch.compile`` (dynamic shapes): a one-off
+                 compile: bool = False, level: str | None = None, **kwargs):
+        """``level``: the level of theory a multi-level model predicts (default: its default level).
+        ``compile=True`` runs the backbone through ``torch.compile`` (dynamic shapes): a one-off
         compilation of tens of seconds, then ~2x faster small-molecule MD on CPU (benchmarks/NOTES.md).
         Inference only: training needs double backward, which compiled graphs do not support."""
         super().__init__(**kwargs)
@@ -50,6 +51,8 @@ class ForcefitCalculator(Calculator):
         if compile:
             model.backbone = torch.compile(model.backbone, dynamic=True)
         self.potential = model
+        self.level = level
+        self._level = None if level is None else torch.tensor([model.level_index(level)], device=self.device)
         self.cutoff = float(model.cutoff)
         self.species = list(model.species)
         self._nl = NeighborList(cutoff=self.cutoff, full_list=True)
@@ -71,13 +74,15 @@ class ForcefitCalculator(Calculator):
                 "batch": torch.zeros(n, dtype=torch.long, device=dev),
                 "ptr": torch.tensor([0, n], device=dev),
             }
+            if self._level is not None:
+                self._fixed["level"] = self._level
         return self._fixed
 
     def build_batch(self, atoms) -> dict:
         """The one-graph flat batch the Potential reads (keys as in forcefit.data.batch).
 
         Only what ``Potential.forward`` uses is built: positions, numbers,
-        edge_index, edge_shift, batch, ptr.
+        edge_index, edge_shift, batch, ptr (and level, when one was asked for).
         """
         batch = dict(self._per_structure(atoms.numbers))
         positions = atoms.positions

@@ -1,12 +1,15 @@
 """Turn the data section of a run config into validated train/valid/test frames and statistics."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..config import RunConfig
 from ..data import DataError, Frame, read_frames, resolve_e0s, split_indices, validate_frames
+from ..data.validate import count_duplicates
+from ..objectives.base import FrameNeeds
 
 
 @dataclass
@@ -15,52 +18,79 @@ class RunData:
     valid: list[Frame]
     test: list[Frame]
     species: list[int]
-    e0s: dict[int, float]
-    shift: float  # mean per-atom energy after E0s (eV/atom)
+    e0s: dict[str, dict[int, float]]  # level -> {Z: eV}
+    shift: dict[str, float]  # level -> mean per-atom energy after E0s (eV/atom)
     scale: float  # force RMS (eV/Å), or per-atom energy std without forces
     energy_std: float = 1.0  # std of the training structures' energies after E0s (eV): the published DeNS loss unit
+    levels: list[str] = field(default_factory=lambda: ["default"])
+    default_level: str = "default"
+    multi_level: bool = False  # frames map to heads by their level (else every frame trains the one head)
 
 
-def _read_all(paths, cfg) -> list[Frame]:
+def _read_all(paths, config: RunConfig) -> list[Frame]:
+    d = config.data
+    key = config.levels.key if config.levels else "level"
     frames: list[Frame] = []
     for path in paths:
-        frames.extend(read_frames(path, energy_key=cfg.energy_key, forces_key=cfg.forces_key, level=cfg.level))
+        frames.extend(read_frames(path, energy_key=d.energy_key, forces_key=d.forces_key, level=d.level, level_key=key))
     return frames
 
 
-def prepare_data(config: RunConfig) -> RunData:
+def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
+    """Read, split and check the frames against what the run's objectives ``needs``; E0s, shift and scale per level."""
     d, t = config.data, config.training
+    needs = needs or FrameNeeds(energy=t.energy_weight > 0, forces=t.forces_weight > 0)
     if not d.train:
         raise DataError("no training data given (--train FILE or data.train in the config)", field="train")
-    train = _read_all(d.train, d)
+    train = _read_all(d.train, config)
     if d.max_train is not None and d.max_train < len(train):
         (keep,) = split_indices(len(train), [d.max_train], seed=config.seed)
         train = [train[k] for k in keep]
     if d.valid:
-        valid = _read_all(d.valid, d)
+        valid = _read_all(d.valid, config)
     else:
         if len(train) < 2:
             raise DataError(f"only {len(train)} training frame(s): too few to hold out a validation split", file=d.train[0], field="valid")
         valid_idx, train_idx = split_indices(len(train), [d.valid_fraction, None], seed=config.seed, source=d.train[0])
         valid, train = [train[k] for k in valid_idx], [train[k] for k in train_idx]
-    test = _read_all(d.test, d) if d.test else []
+    test = _read_all(d.test, config) if d.test else []
 
+    if config.levels:
+        levels, default_level, multi = list(config.levels.heads), config.levels.predict, True
+    else:
+        names = {f.level for f in train}
+        levels = [names.pop() if len(names) == 1 else "default"]
+        default_level, multi = levels[0], False
     species = sorted({int(z) for f in train for z in f.numbers})
-    need_e, need_f = t.energy_weight > 0, t.forces_weight > 0
-    validate_frames(train, "train", need_e, need_f, species)
-    validate_frames(valid, "valid", need_e, need_f, species)
+    checks = dict(levels=levels if multi else None, level_key=config.levels.key if multi else "level")
+    validate_frames(train, "train", needs.energy, needs.forces, species, need_any_label=needs.any_label, **checks)
+    validate_frames(valid, "valid", needs.energy, needs.forces, species, need_any_label=needs.any_label, **checks)
     if d.test:
-        validate_frames(test, "test", False, False, species)
+        validate_frames(test, "test", False, False, species, **checks)
+    duplicates = count_duplicates(train)
+    if duplicates:
+        rank_zero_warn(f"{duplicates} training frame(s) repeat an earlier frame (same level, elements and positions); "
+                       "they are trained as often as they appear")
 
-    e0s = resolve_e0s(d.e0s, train, species)
-    labelled = [f for f in train if f.energy is not None]
-    totals = [f.energy - sum(e0s[int(z)] for z in f.numbers) for f in labelled]  # energy after E0s, eV
-    residual = [t / f.n_atoms for t, f in zip(totals, labelled)]
-    shift = float(np.mean(residual)) if residual else 0.0
+    e0s, shift, totals, per_atom = {}, {}, [], []
+    for level in levels:
+        frames = [f for f in train if f.level == level] if multi else train
+        if not frames:
+            raise DataError(f"no training frame has level '{level}', so its head has nothing to learn from", field="levels.heads")
+        spec = config.levels.e0s.get(level, d.e0s) if multi else d.e0s
+        e0s[level] = resolve_e0s(spec, frames, species)
+        labelled = [f for f in frames if f.energy is not None]
+        level_totals = [f.energy - sum(e0s[level][int(z)] for z in f.numbers) for f in labelled]  # energy after E0s, eV
+        residual = [r / f.n_atoms for r, f in zip(level_totals, labelled)]
+        shift[level] = float(np.mean(residual)) if residual else 0.0
+        # one std over all levels: of each level's energies about its own mean when there are several
+        totals += [r - shift[level] * f.n_atoms for r, f in zip(level_totals, labelled)] if multi else level_totals
+        per_atom += [r - shift[level] for r in residual] if multi else residual
     forces = [f.forces for f in train if f.forces is not None]
     if forces:
         scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
     else:
-        scale = float(np.std(residual)) if len(residual) > 1 else 1.0
+        scale = float(np.std(per_atom)) if len(per_atom) > 1 else 1.0
     energy_std = float(np.std(totals)) if len(totals) > 1 else 1.0
-    return RunData(train, valid, test, species, e0s, shift, max(scale, 1e-6), energy_std if energy_std > 0 else 1.0)
+    return RunData(train, valid, test, species, e0s, shift, max(scale, 1e-6), energy_std if energy_std > 0 else 1.0,
+                   levels, default_level, multi)

@@ -1,8 +1,12 @@
-"""The Lightning training module: a Potential, a swappable objective, EMA and the optimiser.
+"""The Lightning training module: a Potential, the run's objectives, EMA and the optimiser.
 
-The objective is any callable ``(model, batch, progress, generator) -> (loss,
-metrics)``; methods (DeNS, pretraining, ASTEROID) plug in here without the
-module knowing about them.
+An objective is any callable ``(model, batch, progress, generator) -> (loss,
+metrics)`` (the contract in ``forcefit.objectives.base``); the module adds the
+objectives' losses and knows nothing about any of them, so methods (DeNS,
+pretraining, ASTEROID) plug in without touching it. Validation is the same
+for every run: the supervised loss form on the clean validation frames
+(``val_loss``, which picks the best checkpoint) and the energy/force errors of
+``forcefit.metrics``, the definitions ``evaluate`` uses.
 """
 from __future__ import annotations
 
@@ -14,16 +18,21 @@ from lightning.pytorch.callbacks import Timer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import TrainingConfig
-from ..objectives.losses import per_atom_energy_error
+from ..metrics import batch_error_sums, summarise
 from .schedule import warmup_cosine
 
 
 class ForceFieldModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, objective, training: TrainingConfig, seed: int = 0, val_interval: int = 1):
+    def __init__(self, model: torch.nn.Module, objectives: list, training: TrainingConfig, seed: int = 0, val_interval: int = 1,
+                 validation_loss=None, param_groups: list[dict] | None = None):
+        """``validation_loss(out, batch) -> (loss, metrics)``: the run's supervised loss form;
+        ``param_groups``: optimiser groups ``{"params": [...], "lr_factor": f}`` (default: every parameter at 1)."""
         super().__init__()
         self.val_interval = val_interval  # epochs between validations (plateau scheduler steps with them)
         self.model = model
-        self.objective = objective
+        self.objectives = list(objectives)
+        self.validation_loss = validation_loss
+        self.param_groups = param_groups
         self.cfg = training
         self.seed = seed
         self.ema = None
@@ -33,6 +42,7 @@ class ForceFieldModule(L.LightningModule):
         self._epoch_structures = 0
         self._metric_sums: dict[str, tuple[torch.Tensor, int]] = {}  # objective metrics: structure-weighted epoch sums
         self._val_start, self._val_seconds = None, 0.0
+        self._val_sums, self._val_loss = None, None
 
     # ---- the model used for validation and export
     def averaged_model(self) -> torch.nn.Module:
@@ -55,7 +65,12 @@ class ForceFieldModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         generator = torch.Generator(device=batch["positions"].device)
         generator.manual_seed(self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
-        loss, metrics = self.objective(self.model, batch, self.progress(), generator)
+        progress = self.progress()
+        loss, metrics = None, {}
+        for objective in self.objectives:
+            part, part_metrics = objective(self.model, batch, progress, generator)
+            loss = part if loss is None else loss + part
+            metrics.update(part_metrics)
         n = int(batch["num_atoms"].shape[0])
         self._epoch_structures += n
         self.log("loss", loss, prog_bar=True, batch_size=n)
@@ -76,8 +91,21 @@ class ForceFieldModule(L.LightningModule):
 
     def on_validation_epoch_start(self):
         self._val_start = time.perf_counter()
+        self._val_sums, self._val_loss = None, torch.zeros(2, dtype=torch.float64)
 
     def on_validation_epoch_end(self):
+        if self._val_sums is not None:
+            sums = torch.as_tensor(self._val_sums)
+            loss = self._val_loss
+            if self.trainer.world_size > 1:  # every process validated its share: add them up
+                sums = self.all_gather(sums.to(self.device)).reshape(-1, sums.shape[-1]).sum(0).cpu()
+                loss = self.all_gather(loss.to(self.device)).reshape(-1, 2).sum(0).cpu()
+            summary = summarise(sums.numpy())
+            if summary["energy_mae_per_atom"] is not None:
+                self.log("val_energy_mae", summary["energy_mae_per_atom"], rank_zero_only=True)
+            if summary["forces_mae"] is not None:
+                self.log("val_forces_mae", summary["forces_mae"], prog_bar=True, rank_zero_only=True)
+            self.log("val_loss", float(loss[0] / loss[1].clamp_min(1)), rank_zero_only=False)
         if self._val_start is not None:
             self._val_seconds += time.perf_counter() - self._val_start
 
@@ -96,19 +124,12 @@ class ForceFieldModule(L.LightningModule):
         model = self.averaged_model()
         with torch.enable_grad():
             out = model(batch)
-        energy_err = per_atom_energy_error(out, batch).abs()
-        has_e = batch["has_energy"]
-        n = int(batch["num_atoms"].shape[0])
-        if has_e.any():
-            self.log("val_energy_mae", energy_err[has_e].mean() * 1000, batch_size=int(has_e.sum()), sync_dist=True)
-        atom_has_f = batch["has_forces"][batch["batch"]]
-        if atom_has_f.any():
-            f_err = (out["forces"].detach() - batch["forces"])[atom_has_f].abs().mean() * 1000
-            self.log("val_forces_mae", f_err, prog_bar=True, batch_size=int(atom_has_f.sum()), sync_dist=True)
-        e_sq = (energy_err[has_e] ** 2).mean() if has_e.any() else energy_err.new_zeros(())
-        f_sq = ((out["forces"].detach() - batch["forces"])[atom_has_f] ** 2).mean() if atom_has_f.any() else e_sq.new_zeros(())
-        val_loss = self.cfg.energy_weight * e_sq + self.cfg.forces_weight * f_sq
-        self.log("val_loss", val_loss, batch_size=n, sync_dist=True)
+        sums = batch_error_sums(out, batch)
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+        if self.validation_loss is not None:
+            loss, _ = self.validation_loss({k: v.detach() if torch.is_tensor(v) else v for k, v in out.items()}, batch)
+            n = int(batch["num_atoms"].shape[0])
+            self._val_loss += torch.tensor([float(loss) * n, n], dtype=torch.float64)
 
     # ---- optimisation
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -118,10 +139,12 @@ class ForceFieldModule(L.LightningModule):
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     def configure_optimizers(self):
-        params = list(self.model.parameters())
+        groups = self.param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr_factor": 1.0}]
+        groups = [{"params": list(g["params"]), "lr": self.cfg.lr * g["lr_factor"]} for g in groups if len(list(g["params"]))]
+        params = [p for g in groups for p in g["params"]]
         # fused AdamW: one kernel for all parameters (a 7x cheaper step on CPU for these small models)
         fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused or None)
+        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused or None)
         if self.cfg.scheduler == "none":
             return optimizer
         if self.cfg.scheduler == "plateau":

@@ -15,9 +15,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..atomic_file import write_text_atomic
 from ..config import ConfigError, RunConfig
 from ..data import Collater, GraphDataset
-from ..model_file import save_model
+from ..model_file import ModelFileError, save_model
 from ..models.build import build_potential
-from . import metrics_history
+from ..objectives.base import FrameNeeds, ObjectiveContext
+from ..objectives.terms import SupervisedLoss
+from . import finetune, metrics_history
 from .checkpoint_io import AtomicCheckpointIO
 from .data_setup import RunData, prepare_data
 from .module import ForceFieldModule
@@ -38,25 +40,33 @@ class RunExistsError(RuntimeError):
     """Refuse to overwrite a run's checkpoints unless asked to resume."""
 
 
-def make_objective(config: RunConfig, data: RunData):
-    from ..objectives.supervised import EnergyForcesObjective
+def make_objectives(config: RunConfig, data: RunData) -> list:
+    """The run's objectives from their config entries, sharing the one supervised loss form."""
+    from ..objectives.registry import build_objectives
+    from ..objectives.terms import SupervisedLoss
 
-    t = config.training
-    if config.dens is not None:
-        from ..objectives.dens import DensObjective
-
-        return DensObjective(config.dens, t.energy_weight, t.forces_weight, cutoff=config.model.cutoff, force_rms=data.scale,
-                             forces_kind=t.forces_loss, energy_kind=t.energy_loss, energy_std=data.energy_std)
-    return EnergyForcesObjective(t.energy_weight, t.forces_weight, forces_kind=t.forces_loss, energy_kind=t.energy_loss)
+    context = ObjectiveContext(SupervisedLoss.from_training(config.training), cutoff=config.model.cutoff,
+                               force_rms=data.scale, energy_std=data.energy_std)
+    return build_objectives(config.objective, context)
 
 
-def architecture_of(config: RunConfig, data: RunData) -> dict:
+def frame_needs(config: RunConfig) -> FrameNeeds:
+    """What every training frame must carry: the union of what the run's objectives declare."""
+    from ..objectives.registry import objective_class
+
+    needs = FrameNeeds()
+    for entry in config.objective:
+        needs = needs.merge(objective_class(entry.kind).frame_needs(entry, config.training))
+    return needs
+
+
+def architecture_of(config: RunConfig, data: RunData, aux_heads: tuple[str, ...] = ()) -> dict:
     m = config.model
-    heads = ("noise",) if config.dens is not None else ()
     return {
         "name": m.name, "cutoff": m.cutoff, "options": dict(m.options), "species": data.species,
         "e0s": data.e0s, "scale": data.scale, "shift": data.shift, "zbl": m.zbl,
-        "direct_forces": m.direct_forces, "vector_heads": heads,
+        "direct_forces": m.direct_forces, "vector_heads": (), "levels": data.levels,
+        "default_level": data.default_level, "aux_heads": tuple(aux_heads),
     }
 
 
@@ -81,26 +91,23 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     if t.threads:
         torch.set_num_threads(t.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = prepare_data(config)
-    if config.dens is not None:
-        forceless = sum(f.forces is None for f in data.train)
-        rank_zero_info(f"DeNS: {len(data.train) - forceless} training frames can be denoised; "
-                       f"{forceless} have no forces and train without denoising")
+    data = prepare_data(config, frame_needs(config))
     dtype = getattr(torch, config.model.dtype)
-    architecture = architecture_of(config, data)
-    try:
-        potential = build_potential(architecture).to(dtype)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model.options: {exc}") from None
+    objectives = make_objectives(config, data)
+    aux_heads = tuple(dict.fromkeys(h for o in objectives for h in o.aux_heads))
+    for objective in objectives:
+        for line in objective.describe(data.train):
+            rank_zero_info(line)
+    potential, architecture = _build_model(config, data, aux_heads, dtype)
     val_interval = validation_interval(t.val_interval, len(data.train))
-    objective = make_objective(config, data)
-    if config.dens is not None and config.dens.weight_units == "energy_std":
-        rank_zero_info(f"DeNS: λ_DeNS = {config.dens.weight:g} × energy std {data.energy_std:.4g} eV "
-                       f"= {objective.weight(0.0):.4g} on the eV-scale loss")
-    module = ForceFieldModule(potential, objective, t, seed=config.seed, val_interval=val_interval)
+    groups = finetune.parameter_groups(potential, config.finetune)
+    module = ForceFieldModule(potential, objectives, t, seed=config.seed, val_interval=val_interval,
+                              validation_loss=SupervisedLoss.from_training(t), param_groups=groups)
 
     collate = Collater(dtype)
-    train_set, valid_set = GraphDataset(data.train, config.model.cutoff), GraphDataset(data.valid, config.model.cutoff)
+    levels = data.levels if data.multi_level else None
+    cutoff = architecture["cutoff"]
+    train_set, valid_set = GraphDataset(data.train, cutoff, levels), GraphDataset(data.valid, cutoff, levels)
     loader_kw = dict(collate_fn=collate, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, sampler=EpochSeededSampler(len(train_set), config.seed), drop_last=len(train_set) > t.batch_size, **loader_kw)
     valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, **loader_kw)
@@ -161,12 +168,40 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     return TrainResult(out, model_path, metrics)
 
 
+def _build_model(config: RunConfig, data: RunData, aux_heads: tuple[str, ...], dtype) -> tuple[torch.nn.Module, dict]:
+    """The Potential to train: fresh from the config, or (``finetune.init``) the model file's backbone with this
+    run's species and levels, its weights carried over and its energy offsets refitted to the new data."""
+    ft = config.finetune
+    if ft is None:
+        architecture = architecture_of(config, data, aux_heads)
+    else:
+        try:
+            architecture, _ = finetune.init_architecture(ft, data.species, data.levels, data.default_level)
+        except ModelFileError as exc:
+            raise ConfigError(f"finetune.init: {exc}") from None
+        architecture.update(aux_heads=tuple(aux_heads), e0s=data.e0s, shift=data.shift)
+    try:
+        potential = build_potential(architecture).to(dtype)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.options: {exc}") from None
+    if ft is not None:
+        for line in finetune.transfer_weights(potential, ft):
+            rank_zero_info(line)
+        if ft.reestimate_energy:
+            finetune.refit_energy_offsets(potential, data.train, data.multi_level)
+            rank_zero_info("energy offsets (E0s) refitted to the training data from the model's own predictions")
+        architecture["species"] = potential.species
+    return potential, architecture
+
+
 def _finish(potential, data: RunData, out: Path) -> dict:
-    """Evaluate the exported model, write metrics.json, parity and learning-curve PNGs."""
+    """Evaluate the exported model, write metrics.json, parity and learning-curve PNGs (at the default level)."""
     from ..evaluate import evaluate, parity_plot
     from .curves import plot_learning_curve
 
     frames, name = (data.test, "test") if data.test else (data.valid, "valid")
+    if data.multi_level:
+        frames = [f for f in frames if f.level == data.default_level] or frames
     metrics, predictions = evaluate(potential, frames)
     metrics["split"] = name
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))

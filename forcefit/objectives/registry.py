@@ -1,0 +1,32 @@
+"""Objectives by name (``objective: {kind: NAME}``), imported lazily, as ``models/registry.py`` does for backbones."""
+from __future__ import annotations
+
+import importlib
+
+OBJECTIVES: dict[str, str] = {
+    "supervised": "forcefit.objectives.supervised:Supervised",
+    "dens": "forcefit.objectives.dens:Dens",
+}
+
+
+def objective_class(kind: str):
+    if kind not in OBJECTIVES:
+        raise ValueError(f"unknown objective '{kind}'; choose one of: {', '.join(sorted(OBJECTIVES))}")
+    module, cls = OBJECTIVES[kind].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def parse_objective(entry) -> "object":
+    """A config entry (a dict with ``kind``, or an already validated config) → that objective's validated config."""
+    if hasattr(entry, "kind") and not isinstance(entry, dict):
+        return entry
+    if isinstance(entry, str):
+        entry = {"kind": entry}
+    if not isinstance(entry, dict) or "kind" not in entry:
+        raise ValueError(f"an objective is a mapping with a 'kind' ({', '.join(sorted(OBJECTIVES))}), got {entry!r}")
+    return objective_class(entry["kind"]).Config.model_validate(entry)
+
+
+def build_objectives(configs: list, context) -> list:
+    """The objectives of a run, in config order."""
+    return [objective_class(c.kind)(c, context) for c in configs]
