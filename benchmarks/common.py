@@ -81,7 +81,7 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
         "out": str(out),
     }
     if dens is not None:
-        cfg["dens"] = dens
+        cfg["objective"] = {"kind": "dens", **dens}
     job, done = out / "job.json", out / "result.json"
     if (job.exists() and json.loads(job.read_text()) != json.loads(json.dumps(cfg, default=str))) or (done.exists() and not job.exists()):
         raise SystemExit(f"{out} holds a run with other (or unknown) settings; use another work folder")

@@ -30,7 +30,8 @@ class Tag:
 
 
 def _level_index(frame: Frame, k: int, levels: dict[str, int] | None) -> int:
-    return 0 if levels is None else levels[frame.level]
+    """The frame's level as an index into the model's levels; −1 (the model's default level) without a list."""
+    return -1 if levels is None else levels[frame.level]
 
 
 TAGS: tuple[Tag, ...] = (

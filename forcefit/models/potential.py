@@ -7,7 +7,8 @@ head scaled by ``scale``.
 Levels of theory: a multi-level model has one energy readout per level in the
 backbone (``energy_heads``) and one set of E0s and one shift per level here;
 everything else is shared. A batch names each structure's level by index
-(``batch["level"]``); without it the model predicts ``default_level``.
+(``batch["level"]``); without it, or where it is −1, the model predicts
+``default_level``.
 
 Auxiliary heads (the DeNS noise head) live here, outside the backbone, and are
 built after it: a run that adds one starts from exactly the backbone weights a
@@ -90,11 +91,12 @@ class Potential(nn.Module):
         edge_vec = positions[j] - positions[i] + batch["edge_shift"]
         species = self.z_to_index[batch["numbers"]]
         out = self.backbone(species, batch["edge_index"], edge_vec, force_condition)
+        default = self.levels.index(self.default_level)
         level = batch.get("level")
         if level is None:
-            atom_level = torch.full_like(species, self.levels.index(self.default_level))
-        else:
-            atom_level = level.index_select(0, batch["batch"])
+            atom_level = torch.full_like(species, default)
+        else:  # −1: the default level
+            atom_level = torch.where(level < 0, default, level).index_select(0, batch["batch"])
         eps = out["node_energy"]
         if eps.dim() == 2:  # one column per level
             eps = eps.gather(1, atom_level.unsqueeze(1)).squeeze(1)
