@@ -62,10 +62,11 @@ def split_for(dataset: str, n: int, seed: int, workdir: Path) -> tuple[dict, Pat
 
 def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str = "painn", seed: int = 0,
                    options: dict | None = None, dens: dict | None = None, max_epochs: int = 100000, threads: int = 2,
-                   training: dict | None = None) -> dict:
+                   training: dict | None = None, extra: dict | None = None) -> dict:
     """Train under a wall-time budget (or epochs) and return test metrics and throughput.
 
-    Resumable: a finished run leaves ``out/result.json`` and is not trained again; an
+    ``e0s``: an isolated-atoms file or a spec such as "least_squares"; ``extra``: more top-level config
+    sections (finetune, levels, ...). Resumable: a finished run leaves ``out/result.json`` and is not trained again; an
     unfinished one (killed, or cut off with the session) continues from its last
     checkpoint when called again with the same ``out``. Such a run's ``wall_minutes``
     counts only its last part, so compare throughput with ``train_structures_per_s``.
@@ -82,6 +83,7 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     }
     if dens is not None:
         cfg["objective"] = {"kind": "dens", **dens}
+    cfg.update(extra or {})
     job, done = out / "job.json", out / "result.json"
     if (job.exists() and json.loads(job.read_text()) != json.loads(json.dumps(cfg, default=str))) or (done.exists() and not job.exists()):
         raise SystemExit(f"{out} holds a run with other (or unknown) settings; use another work folder")
@@ -95,11 +97,13 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
     log = metrics_history.rows(out / "logs")
     rates = [float(r["structures_per_s"]) for r in log if r.get("structures_per_s")]
     epochs = max(int(r["epoch"]) for r in log) + 1
+    validated = [float(r["val_forces_mae"]) for r in log if r.get("val_forces_mae")]
     m = result.metrics
     summary = {
         "test_energy_mae_meV_per_atom": m["energy_mae_per_atom"], "test_energy_mae_meV": m["energy_mae"],
         "test_forces_mae_meV_per_A": m["forces_mae"], "train_structures_per_s": float(np.median(rates[1:] or rates)),
         "epochs": epochs, "wall_minutes": wall / 60, "model_path": str(result.model_path), "resumed": resume,
+        "first_val_forces_mae_meV_per_A": validated[0] if validated else None,
     }
     save_json(done, summary)
     return summary
