@@ -67,20 +67,20 @@ def test_xtb_results_read_through_the_c_interface_equal_the_python_getters(monke
     from ase.units import Bohr
     from tblite.interface import Calculator
 
-    from forcefit.labeling import calculators
+    from forcefit.labeling import xtb
 
     atoms = ethanols(1)[0]
     calc = Calculator("GFN2-xTB", atoms.numbers, atoms.positions / Bohr)
     calc.set("verbosity", 0)
     res = calc.singlepoint()
-    fast = calculators._xtb_results(res, len(atoms))
-    assert calculators._TBLITE_C  # the C path is the one in use here
+    fast = xtb._xtb_results(res, len(atoms))
+    assert xtb._TBLITE_C  # the C path is the one in use here
     expected = [res.get("energy"), res.get("gradient"), res.get("charges"), res.get("dipole")]
     assert fast[0] == expected[0]
     for got, want in zip(fast[1:], expected[1:]):
         np.testing.assert_array_equal(got, want)
-    monkeypatch.setattr(calculators, "_TBLITE_C", False)  # the fallback: tblite's own getters
-    slow = calculators._xtb_results(res, len(atoms))
+    monkeypatch.setattr(xtb, "_TBLITE_C", False)  # the fallback: tblite's own getters
+    slow = xtb._xtb_results(res, len(atoms))
     assert float(slow[0]) == fast[0] and all(np.array_equal(a, b) for a, b in zip(slow[1:], fast[1:]))
 
 
@@ -226,11 +226,11 @@ def test_kill_between_batch_commits_loses_only_the_uncommitted_batch(tmp_path):
 
 
 def test_interrupted_run_commits_the_labels_it_finished(tmp_path, monkeypatch):
-    from forcefit.labeling import runner
+    from forcefit.labeling import executors, runner
 
     monkeypatch.setattr(runner, "COMMIT_LABELS", 1000)
     monkeypatch.setattr(runner, "COMMIT_SECONDS", 1e9)  # nothing would be committed before the end
-    real, calls = runner.run_task, []
+    real, calls = executors.run_task, []
 
     def interrupted(method, task, *args, **kwargs):
         calls.append(task.row_id)
@@ -238,14 +238,14 @@ def test_interrupted_run_commits_the_labels_it_finished(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C during the sixth label
         return real(method, task, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_task", interrupted)
+    monkeypatch.setattr(executors, "run_task", interrupted)
     path = tmp_path / "c.db"
     camp = Campaign(path)
     camp.add(ethanols(10, seed=6))
     with pytest.raises(KeyboardInterrupt):
         label(camp, "gfn2", progress=False)
     assert sorted(_labelled(path, "gfn2")) == [1, 2, 3, 4, 5]  # committed on the way out
-    monkeypatch.setattr(runner, "run_task", real)
+    monkeypatch.setattr(executors, "run_task", real)
     assert label(camp, "gfn2", progress=False).labelled == 5
 
 
@@ -256,10 +256,10 @@ def test_batched_writes_store_exactly_what_ase_db_update_stores(tmp_path, monkey
 
     from ase.db import connect
 
-    from forcefit.labeling import campaign as campaign_module
+    from forcefit.labeling import results as results_module
     from forcefit.labeling.campaign import Result
 
-    monkeypatch.setattr(campaign_module, "time", SimpleNamespace(time=lambda: 1234.5))  # same stamps in both
+    monkeypatch.setattr(results_module, "time", SimpleNamespace(time=lambda: 1234.5))  # same stamps in both
     rng = np.random.default_rng(0)
     labels = {i: {"energy": float(rng.normal()), "forces": rng.normal(size=(9, 3)), "charges": rng.normal(size=9),
                   "dipole": rng.normal(size=3)} for i in range(1, 6)}
@@ -306,7 +306,7 @@ def test_batched_writes_store_exactly_what_ase_db_update_stores(tmp_path, monkey
 def test_data_encoding_is_byte_for_byte_ase_db(tmp_path):
     from ase.db.core import bytes_to_object, object_to_bytes
 
-    from forcefit.labeling.campaign import _data_to_bytes
+    from forcefit.labeling.sqlite_writer import data_to_bytes as _data_to_bytes
 
     rng = np.random.default_rng(1)
     samples = [
