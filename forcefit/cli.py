@@ -174,17 +174,28 @@ def demo(
     frames: int = typer.Option(240, "--frames", help="Number of GFN2-xTB MD frames to sample and label."),
     minutes: float = typer.Option(2.0, "--minutes", help="Training wall-time budget in minutes."),
 ):
-    """End to end on an embedded default: GFN2-xTB ethanol data → train → evaluate → MD. No downloads."""
-    from .demo import run_demo
+    """End to end on an embedded default: GFN2-xTB ethanol data → train → evaluate → MD. No downloads.
 
+    Needs the label extra (tblite for GFN2-xTB, RDKit for the ethanol SMILES).
+    """
+    from .demo import run_demo
+    from .extras import MissingExtra, require
+
+    try:
+        for module in ("tblite.interface", "rdkit"):
+            require(module, "the demo (it samples and labels ethanol with GFN2-xTB)")
+    except MissingExtra as exc:
+        from rich.markup import escape
+
+        fail(escape(str(exc)))  # "[label]" is not rich markup
     run_demo(out, n_frames=frames, minutes=minutes, console=console)
 
 
 def _register_labelling() -> None:
-    try:
-        from .labeling.cli import register
-    except ImportError:  # labelling engine not installed in this build
-        return
+    """The labelling commands are always listed: they import tblite, PySCF, RDKit and Dask only when run,
+    and say "install forcefit[label]" (or "[dask]") when the package they need is missing."""
+    from .labeling.cli import register
+
     register(app)
 
 

@@ -22,6 +22,13 @@ from forcefit.labeling.cli import register
 
 HERE = Path(__file__).resolve().parent
 HELPERS = "labeling_helpers"
+EXTRA = {"tblite": "label", "pyscf": "label", "rdkit": "label", "distributed": "dask"}
+
+
+def needs(*modules):
+    """Skip, saying which extra to install, where an optional package of the label or dask extra is missing."""
+    for module in modules:
+        pytest.importorskip(module, reason=f"needs {module}: pip install forcefit[{EXTRA[module]}]")
 
 
 def ethanols(n, seed=0, stdev=0.04):
@@ -41,6 +48,7 @@ def run_cli(*args):
 
 # ---------------------------------------------------------------- reference methods
 def test_gfn2_labels_match_tblite_called_directly(tmp_path):
+    needs("tblite")
     from tblite.ase import TBLite
 
     frames = ethanols(4)
@@ -64,6 +72,7 @@ def test_gfn2_labels_match_tblite_called_directly(tmp_path):
 
 
 def test_xtb_results_read_through_the_c_interface_equal_the_python_getters(monkeypatch):
+    needs("tblite")
     from ase.units import Bohr
     from tblite.interface import Calculator
 
@@ -85,6 +94,7 @@ def test_xtb_results_read_through_the_c_interface_equal_the_python_getters(monke
 
 
 def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
+    needs("pyscf")
     from pyscf import dft, gto
 
     h2 = Atoms("H2", positions=[[0, 0, 0], [0.05, 0.02, 0.80]])  # stretched H2: non-zero forces
@@ -110,6 +120,7 @@ def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
 
 
 def test_method_settings_are_checked_before_any_work(tmp_path, monkeypatch):
+    needs("pyscf")
     for method, settings, field in [("nope", {}, "method"), ("dft", {"xc": "NOTAFUNCTIONAL"}, "xc"),
                                     ("dft", {"basis": "no-such-basis"}, "basis"), ("gfn2", {"xc": "PBE"}, "xc"),
                                     ("nomodule_xyz:f", {}, "calculator"), ("os:no_such_factory", {}, "calculator")]:
@@ -194,6 +205,7 @@ runner.label(sys.argv[1], "gfn2", progress=False)
 
 
 def test_kill_between_batch_commits_loses_only_the_uncommitted_batch(tmp_path):
+    needs("tblite")
     from ase.db import connect
 
     path, script = tmp_path / "c.db", tmp_path / "kill.py"
@@ -226,6 +238,7 @@ def test_kill_between_batch_commits_loses_only_the_uncommitted_batch(tmp_path):
 
 
 def test_interrupted_run_commits_the_labels_it_finished(tmp_path, monkeypatch):
+    needs("tblite")
     from forcefit.labeling import executors, runner
 
     monkeypatch.setattr(runner, "COMMIT_LABELS", 1000)
@@ -373,6 +386,7 @@ def test_bulk_geometry_screen_agrees_with_the_per_structure_check():
 
 
 def test_poisoned_structure_fails_with_reason_while_the_rest_finish(tmp_path):
+    needs("tblite")
     frames = ethanols(5)
     bad = frames[0].copy()
     bad.positions[3] = bad.positions[2]
@@ -417,6 +431,7 @@ def test_a_crashing_worker_fails_only_its_structure(tmp_path):
 
 
 def test_dask_and_local_pools_give_identical_results(tmp_path):
+    needs("tblite", "distributed")
     from distributed import LocalCluster
 
     frames = ethanols(8, seed=3)
@@ -441,6 +456,7 @@ def test_dask_and_local_pools_give_identical_results(tmp_path):
 
 # ---------------------------------------------------------------- store, selection, data layer
 def test_read_campaign_round_trip_and_errors(tmp_path):
+    needs("tblite")
     path = tmp_path / "c.db"
     camp = Campaign(path)
     frames = ethanols(3) + rattle(molecule("H2O"), n=2, config_type="water")
@@ -475,7 +491,7 @@ def test_select_resumes_the_same_subset_and_tops_up(tmp_path):
     assert camp.info()["levels"]["p"]["labelled"] == 6
     assert label(camp, f"{HELPERS}:pair", level="p", progress=False).labelled == 6  # no --select: all the rest
     with pytest.raises(DataError, match="not available yet"):
-        label(camp, "gfn2", select=3, select_by="uncertainty", progress=False)
+        label(camp, f"{HELPERS}:pair", level="u", select=3, select_by="uncertainty", progress=False)
 
 
 def test_farthest_point_selection_spreads_out():
@@ -489,6 +505,7 @@ def test_farthest_point_selection_spreads_out():
 
 # ---------------------------------------------------------------- samplers
 def test_samplers_return_tagged_structures():
+    needs("tblite", "rdkit")
     md = sample_md("CCO", temperature=500, steps=40, every=10, seed=0)
     assert len(md) == 4 and all(a.info["config_type"] == "md_500K" and a.calc is None for a in md)
     assert not np.allclose(md[0].positions, md[1].positions)
@@ -502,6 +519,7 @@ def test_samplers_return_tagged_structures():
 
 # ---------------------------------------------------------------- command line
 def test_cli_sample_label_info_export(tmp_path):
+    needs("tblite", "rdkit")
     db, xyz = tmp_path / "eth.db", tmp_path / "eth.xyz"
     res, out = run_cli("sample", "--smiles", "CCO", "--temperature", "500", "--steps", "60", "--every", "20", "--out", db)
     assert res.exit_code == 0, out
@@ -521,6 +539,7 @@ def test_cli_sample_label_info_export(tmp_path):
 
 
 def test_cli_labels_a_file_into_a_new_campaign(tmp_path):
+    needs("tblite")
     import ase.io
 
     xyz, db = tmp_path / "frames.xyz", tmp_path / "new.db"
@@ -531,21 +550,23 @@ def test_cli_labels_a_file_into_a_new_campaign(tmp_path):
     assert len(Campaign(db)) == 3 and len(Campaign(db).frames("gfn2")) == 3
 
 
-@pytest.mark.parametrize("args, words", [
-    (["sample", "--smiles", "C1CC", "--out", "x.db"], "SMILES"),
-    (["sample", "--out", "x.db"], "--smiles"),
-    (["label", "missing.db"], "missing.db"),
-    (["label", "frames.xyz"], "--out"),
-    (["label", "garbage.xyz", "--out", "x.db"], "garbage.xyz"),
-    (["label", "c.db", "--method", "hartree"], "unknown method"),
-    (["label", "c.db", "--calculator", "no_such_module_q:make"], "no_such_module_q"),
-    (["label", "c.db", "--calculator", "nocolon"], "module:function"),
-    (["label", "c.db", "--method", "dft", "--basis", "nonsense-basis"], "basis"),
-    (["label", "c.db", "--select", "2", "--select-by", "uncertainty"], "not available yet"),
-    (["export-data", "c.db", "--level", "dft", "--out", "o.xyz"], "available levels"),
+@pytest.mark.parametrize("args, words, modules", [
+    (["sample", "--smiles", "C1CC", "--out", "x.db"], "SMILES", ["rdkit"]),
+    (["sample", "--out", "x.db"], "--smiles", []),
+    (["label", "missing.db"], "missing.db", ["tblite"]),
+    (["label", "frames.xyz"], "--out", ["tblite"]),
+    (["label", "garbage.xyz", "--out", "x.db"], "garbage.xyz", ["tblite"]),
+    (["label", "c.db", "--method", "hartree"], "unknown method", []),
+    (["label", "c.db", "--calculator", "no_such_module_q:make"], "no_such_module_q", []),
+    (["label", "c.db", "--calculator", "nocolon"], "module:function", []),
+    (["label", "c.db", "--method", "dft", "--basis", "nonsense-basis"], "basis", ["pyscf"]),
+    (["label", "c.db", "--select", "2", "--select-by", "uncertainty"], "not available yet", ["tblite"]),
+    (["export-data", "c.db", "--level", "dft", "--out", "o.xyz"], "available levels", []),
 ])
-def test_cli_bad_input_is_one_clear_line_with_exit_code_2(tmp_path, monkeypatch, args, words):
+def test_cli_bad_input_is_one_clear_line_with_exit_code_2(tmp_path, monkeypatch, args, words, modules):
     import ase.io
+
+    needs(*modules)
 
     monkeypatch.chdir(tmp_path)
     ase.io.write("frames.xyz", ethanols(2), format="extxyz")
@@ -566,6 +587,7 @@ def test_every_option_is_documented_in_help():
 
 
 def test_dft_d3_dispersion_matches_dftd3_called_directly():
+    needs("pyscf")
     pytest.importorskip("dftd3")
     from dftd3.ase import DFTD3
 
@@ -580,6 +602,7 @@ def test_dft_d3_dispersion_matches_dftd3_called_directly():
 
 
 def test_smiles_formal_charge_reaches_the_reference_method(tmp_path):
+    needs("tblite", "rdkit")
     from tblite.ase import TBLite
 
     from forcefit.labeling import from_smiles

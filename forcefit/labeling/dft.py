@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from ase.units import Bohr as BOHR, Hartree as HARTREE
 
+from ..extras import require
 from .method import Method, SCFNotConverged, Structure, Unlabellable
 from .threads import limit_threads
 
@@ -51,11 +52,10 @@ class DFT(Method):
     def check(self) -> None:
         from ..data.errors import DataError
 
-        try:
-            from pyscf import gto
-            from pyscf.dft import libxc
-        except ImportError as exc:
-            raise DataError(f"DFT needs the 'pyscf' package ({exc})", field="method") from exc
+        require("pyscf", "DFT")
+        from pyscf import gto
+        from pyscf.dft import libxc
+
         try:
             libxc.parse_xc(self.xc)
         except Exception as exc:

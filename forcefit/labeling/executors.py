@@ -195,6 +195,9 @@ class DaskExecutor:
     """Chunks as Dask tasks; results come back per chunk, in completion order."""
 
     def __init__(self, method: Method, scheduler):
+        from ..extras import require
+
+        require("distributed", "a Dask scheduler")
         from distributed import Client, as_completed
 
         self.own_client = None

@@ -24,6 +24,9 @@ def make_calculator(method="gfn2"):
         return resolve_factory(method)()
     if method.lower() not in XTB_NAMES:
         raise DataError(f"unknown sampling method '{method}'; choose gfn2, gfn1, ipea1 or an import path module:factory", field="method")
+    from ..extras import require
+
+    require("tblite.interface", "xTB sampling")
     return XTBCalculator(XTB_NAMES[method.lower()])
 
 

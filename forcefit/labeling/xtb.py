@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from ase.units import Bohr as BOHR, Hartree as HARTREE, kB as KB  # the constants tblite.ase uses
 
+from ..extras import require
 from .method import Method, SCFNotConverged, Structure
 from .threads import limit_threads
 
@@ -48,10 +49,7 @@ class XTB(Method):
 
         if self.method not in XTB_NAMES.values():
             raise DataError(f"unknown xTB method '{self.method}'; choose one of {', '.join(XTB_NAMES.values())}", field="method")
-        try:
-            import tblite.interface  # noqa: F401
-        except ImportError as exc:
-            raise DataError(f"xTB needs the 'tblite' package ({exc})", field="method") from exc
+        require("tblite.interface", "xTB")
 
     def compute(self, s: Structure, safer: bool = False) -> dict:
         from tblite.interface import Calculator
