@@ -335,6 +335,27 @@ def dens_page(res: Results) -> str:
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- labelling
+def labelling_page(res: Results) -> str:
+    x = res("labeling_xtb.json")["xtb"]
+    out = [HEADER, "# Benchmarks: the labelling engine\n",
+           f"GFN2-xTB labels of {x['frames']} ethanol frames, each way of labelling timed on the same frames "
+           f"(best of the repeats, the ways taking turns to go first; load average {x['load_average']:.1f} on the 2 "
+           "cores, training jobs beside it). The engine's time is the whole `label()` call: work list, labelling, "
+           "the last commit and the WAL checkpoint. What the engine guarantees: [the labelling page](../labeling.md).\n",
+           "```bash\npython benchmarks/labeling.py --n-dft 0 --n-xtb 1000 --repeats 3\n```\n"]
+    rows = [["tblite called directly in a plain loop", num(x["direct_tblite_per_s"], 0)],
+            ["the engine, one worker (labels in the coordinating thread)", num(x["engine_per_s"], 0)],
+            ["the engine, 2 worker processes", num(x["engine_2_workers_per_s"], 0)],
+            ["tblite's ASE calculator in a plain loop", num(x["tblite_ase_per_s"], 0)]]
+    out.append(table(["labelling", "labels/s"], rows, ["labeling_xtb.json"]))
+    rows = [["wall time", pct(x["overhead_vs_direct_percent"], 1), pct(x["median_overhead_percent"], 1)],
+            ["CPU time", pct(x["cpu_overhead_percent"], 1), pct(x["median_cpu_overhead_percent"], 1)]]
+    out.append("The engine's overhead over the plain tblite loop:\n")
+    out.append(table(["measure", "best of the repeats", "median of the paired repeats"], rows, ["labeling_xtb.json"]))
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- README blocks
 def summary_block(res: Results) -> str:
     rows = []
@@ -371,7 +392,7 @@ def methods_block(res: Results) -> str:
                   "dens_ethanol950_1500epochs_paired.json"], align="llll")
 
 
-PAGES = {"docs/benchmarks/mace.md": mace_page, "docs/benchmarks/dens.md": dens_page}
+PAGES = {"docs/benchmarks/mace.md": mace_page, "docs/benchmarks/dens.md": dens_page, "docs/benchmarks/labelling.md": labelling_page}
 BLOCKS = {"summary": summary_block, "methods": methods_block}
 _BLOCK = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
