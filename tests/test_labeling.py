@@ -133,6 +133,19 @@ def test_method_settings_are_checked_before_any_work(tmp_path, monkeypatch):
         make_method("dft", dispersion="d3bj")
 
 
+def test_what_a_worker_imports_stays_free_of_torch():
+    """Worker processes import the task code and the method modules; none may pull in torch (seconds per worker)."""
+    code = ("import sys\n"
+            "from forcefit.labeling import _worker, tasks, calculators, xtb, dft, ase_calculator\n"
+            "from forcefit.labeling.ase_calculator import resolve_factory\n"
+            "resolve_factory('labeling_helpers:pair')\n"
+            "print(sorted(m for m in ('torch', 'forcefit.data') if m in sys.modules))\n")
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------- durability
 def _labelled(path, level):
     from ase.db import connect

@@ -64,31 +64,34 @@ class ImportedCalculator(Method):
         return out
 
 
-def resolve_factory(path: str):
-    """Import ``module:function`` or ``path/file.py:function``; DataError naming the problem."""
+def _bad_factory(message: str, **where):
+    """A ``forcefit.data.DataError``, imported only when there is one to raise: this runs on workers, and the
+    data package pulls in torch."""
     from ..data.errors import DataError
 
+    return DataError(message, field="calculator", **where)
+
+
+def resolve_factory(path: str):
+    """Import ``module:function`` or ``path/file.py:function``; DataError naming the problem."""
     module_name, sep, attr = path.rpartition(":")
     if not sep or not module_name or not attr:
-        raise DataError(f"'{path}' is not of the form module:function", field="calculator")
+        raise _bad_factory(f"'{path}' is not of the form module:function")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
+    file = Path(module_name) if module_name.endswith(".py") else None
+    if file is not None and not file.exists():
+        raise _bad_factory("no such file", file=module_name)
     try:
-        if module_name.endswith(".py"):
-            file = Path(module_name)
-            if not file.exists():
-                raise DataError("no such file", file=module_name, field="calculator")
+        if file is not None:
             spec = importlib.util.spec_from_file_location(f"_forcefit_calc_{file.stem}", file)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-    except DataError:
-        raise
     except Exception as exc:
-        raise DataError(f"cannot import '{module_name}' ({type(exc).__name__}: {exc})", field="calculator") from exc
+        raise _bad_factory(f"cannot import '{module_name}' ({type(exc).__name__}: {exc})") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise DataError(f"module '{module_name}' has no callable '{attr}'", field="calculator")
+        raise _bad_factory(f"module '{module_name}' has no callable '{attr}'")
     return factory
-
