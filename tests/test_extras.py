@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -79,6 +78,7 @@ def test_demo_without_tblite_says_it_needs_the_label_extra(tmp_path, monkeypatch
 
 
 def test_heavy_packages_are_extras_not_core_dependencies():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
     extras = project["optional-dependencies"]
