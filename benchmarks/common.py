@@ -67,7 +67,7 @@ def train_forcefit(paths: dict, e0s: Path, out: Path, minutes: float, model: str
 
     ``e0s``: an isolated-atoms file or a spec such as "least_squares"; ``extra``: more top-level config
     sections (finetune, levels, ...). Resumable: a finished run leaves ``out/result.json`` and is not trained again; an
-    unfinished one (killed, or cut off with the session) continues from its last
+    unfinished one (killed, or cut off by a time limit) continues from its last
     checkpoint when called again with the same ``out``. Such a run's ``wall_minutes``
     counts only its last part, so compare throughput with ``train_structures_per_s``.
     """

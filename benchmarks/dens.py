@@ -8,7 +8,7 @@ Two comparisons per dataset: at equal epochs (--epochs) and at equal wall time
 (--minutes). Prints test force/energy MAE, the relative change with DeNS,
 the training-time overhead (seconds per epoch, DeNS / plain; from training throughput
 when a run was resumed) and the MD speed of the exported DeNS model over the plain one
-(the noise head and force encoding are not exported, so it should be 1). --workdir keeps the runs, so a run longer than one sitting can be
+(the noise head and force encoding are not exported, so it should be 1). --workdir keeps the runs, so a stopped run can be
 continued by calling the same command again. --parallel runs the
 runs of one seed at the same time, one process each (use --threads 1 and no more
 runs than cores): both see the same machine load, and a long pair takes half the wall time.

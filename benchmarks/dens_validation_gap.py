@@ -2,7 +2,7 @@
 
     python benchmarks/dens_validation_gap.py benchmarks/runs/dens_ethanol950_1500 [--every 50]
 
-The test MAE only exists once a run ends; a pair that takes several sittings
+The test MAE only exists once a run ends; a pair that is stopped and resumed
 (``dens.py --workdir``) can be read while it trains. For every dataset/budget/seed
 in the folder, prints the validation force MAE of the plain run (suffix _0) and of
 each DeNS run (_1, _2, ...) at the epochs both have validated, with the relative

@@ -192,22 +192,60 @@ def md(
 
 
 @app.command()
+def compare(
+    model_a: Path = typer.Argument(..., help="Model A, the baseline (model.pt)."),
+    model_b: Path = typer.Argument(..., help="Model B, compared against A (model.pt)."),
+    frames: list[Path] = typer.Argument(..., help="Labelled frames (energy and forces); each file is reported, and all of them together."),
+    resamples: int = typer.Option(10000, "--resamples", min=1, help="Bootstrap resamples of the frames."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the resampling."),
+    level: Optional[str] = typer.Option(None, "--level", help="Level of theory when reading a campaign .db."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table's rows (and per-frame force errors) as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-frame force MAE, A against B, with the y = x line."),
+):
+    """Compare two models frame by frame: MAE change of B against A with a paired bootstrap 95% interval."""
+    from rich.markup import escape
+
+    from .compare import compare as run_compare, comparison_plot, comparison_table
+
+    try:
+        result = run_compare(model_a, model_b, frames, resamples=resamples, seed=seed, level=level)
+    except _user_errors() as exc:
+        fail(escape(str(exc)))
+    console.print(comparison_table(result))
+    if json_out:
+        write_text_atomic(json_out, json.dumps(result, indent=2))
+    if plot:
+        comparison_plot(result, plot)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("forcefit_demo"), "--out", help="Folder for the demo's data, model and plots."),
     frames: int = typer.Option(240, "--frames", help="Number of GFN2-xTB MD frames to sample and label."),
     minutes: float = typer.Option(2.0, "--minutes", help="Training wall-time budget in minutes."),
 ):
-    """End to end on an embedded default: GFN2-xTB ethanol data → train → evaluate → MD. No downloads."""
-    from .demo import run_demo
+    """End to end on an embedded default: GFN2-xTB ethanol data → train → evaluate → MD. No downloads.
 
+    Needs the label extra (tblite for GFN2-xTB, RDKit for the ethanol SMILES).
+    """
+    from .demo import run_demo
+    from .extras import MissingExtra, require
+
+    try:
+        for module in ("tblite.interface", "rdkit"):
+            require(module, "the demo (it samples and labels ethanol with GFN2-xTB)")
+    except MissingExtra as exc:
+        from rich.markup import escape
+
+        fail(escape(str(exc)))  # "[label]" is not rich markup
     run_demo(out, n_frames=frames, minutes=minutes, console=console)
 
 
 def _register_labelling() -> None:
-    try:
-        from .labeling.cli import register
-    except ImportError:  # labelling engine not installed in this build
-        return
+    """The labelling commands are always listed: they import tblite, PySCF, RDKit and Dask only when run,
+    and say "install forcefit[label]" (or "[dask]") when the package they need is missing."""
+    from .labeling.cli import register
+
     register(app)
 
 

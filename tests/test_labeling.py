@@ -22,6 +22,13 @@ from forcefit.labeling.cli import register
 
 HERE = Path(__file__).resolve().parent
 HELPERS = "labeling_helpers"
+EXTRA = {"tblite": "label", "pyscf": "label", "rdkit": "label", "distributed": "dask"}
+
+
+def needs(*modules):
+    """Skip, saying which extra to install, where an optional package of the label or dask extra is missing."""
+    for module in modules:
+        pytest.importorskip(module, reason=f"needs {module}: pip install forcefit[{EXTRA[module]}]")
 
 
 def ethanols(n, seed=0, stdev=0.04):
@@ -41,6 +48,7 @@ def run_cli(*args):
 
 # ---------------------------------------------------------------- reference methods
 def test_gfn2_labels_match_tblite_called_directly(tmp_path):
+    needs("tblite")
     from tblite.ase import TBLite
 
     frames = ethanols(4)
@@ -64,27 +72,29 @@ def test_gfn2_labels_match_tblite_called_directly(tmp_path):
 
 
 def test_xtb_results_read_through_the_c_interface_equal_the_python_getters(monkeypatch):
+    needs("tblite")
     from ase.units import Bohr
     from tblite.interface import Calculator
 
-    from forcefit.labeling import calculators
+    from forcefit.labeling import xtb
 
     atoms = ethanols(1)[0]
     calc = Calculator("GFN2-xTB", atoms.numbers, atoms.positions / Bohr)
     calc.set("verbosity", 0)
     res = calc.singlepoint()
-    fast = calculators._xtb_results(res, len(atoms))
-    assert calculators._TBLITE_C  # the C path is the one in use here
+    fast = xtb._xtb_results(res, len(atoms))
+    assert xtb._TBLITE_C  # the C path is the one in use here
     expected = [res.get("energy"), res.get("gradient"), res.get("charges"), res.get("dipole")]
     assert fast[0] == expected[0]
     for got, want in zip(fast[1:], expected[1:]):
         np.testing.assert_array_equal(got, want)
-    monkeypatch.setattr(calculators, "_TBLITE_C", False)  # the fallback: tblite's own getters
-    slow = calculators._xtb_results(res, len(atoms))
+    monkeypatch.setattr(xtb, "_TBLITE_C", False)  # the fallback: tblite's own getters
+    slow = xtb._xtb_results(res, len(atoms))
     assert float(slow[0]) == fast[0] and all(np.array_equal(a, b) for a, b in zip(slow[1:], fast[1:]))
 
 
 def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
+    needs("pyscf")
     from pyscf import dft, gto
 
     h2 = Atoms("H2", positions=[[0, 0, 0], [0.05, 0.02, 0.80]])  # stretched H2: non-zero forces
@@ -110,6 +120,7 @@ def test_tiny_dft_matches_pyscf_called_directly(tmp_path):
 
 
 def test_method_settings_are_checked_before_any_work(tmp_path, monkeypatch):
+    needs("pyscf")
     for method, settings, field in [("nope", {}, "method"), ("dft", {"xc": "NOTAFUNCTIONAL"}, "xc"),
                                     ("dft", {"basis": "no-such-basis"}, "basis"), ("gfn2", {"xc": "PBE"}, "xc"),
                                     ("nomodule_xyz:f", {}, "calculator"), ("os:no_such_factory", {}, "calculator")]:
@@ -120,6 +131,19 @@ def test_method_settings_are_checked_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dftd3.interface", None)
     with pytest.raises(DataError, match="needs the 'dftd3' package"):
         make_method("dft", dispersion="d3bj")
+
+
+def test_what_a_worker_imports_stays_free_of_torch():
+    """Worker processes import the task code and the method modules; none may pull in torch (seconds per worker)."""
+    code = ("import sys\n"
+            "from forcefit.labeling import _worker, tasks, calculators, xtb, dft, ase_calculator\n"
+            "from forcefit.labeling.ase_calculator import resolve_factory\n"
+            "resolve_factory('labeling_helpers:pair')\n"
+            "print(sorted(m for m in ('torch', 'forcefit.data') if m in sys.modules))\n")
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------- durability
@@ -194,6 +218,7 @@ runner.label(sys.argv[1], "gfn2", progress=False)
 
 
 def test_kill_between_batch_commits_loses_only_the_uncommitted_batch(tmp_path):
+    needs("tblite")
     from ase.db import connect
 
     path, script = tmp_path / "c.db", tmp_path / "kill.py"
@@ -226,11 +251,12 @@ def test_kill_between_batch_commits_loses_only_the_uncommitted_batch(tmp_path):
 
 
 def test_interrupted_run_commits_the_labels_it_finished(tmp_path, monkeypatch):
-    from forcefit.labeling import runner
+    needs("tblite")
+    from forcefit.labeling import executors, runner
 
     monkeypatch.setattr(runner, "COMMIT_LABELS", 1000)
     monkeypatch.setattr(runner, "COMMIT_SECONDS", 1e9)  # nothing would be committed before the end
-    real, calls = runner.run_task, []
+    real, calls = executors.run_task, []
 
     def interrupted(method, task, *args, **kwargs):
         calls.append(task.row_id)
@@ -238,14 +264,14 @@ def test_interrupted_run_commits_the_labels_it_finished(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C during the sixth label
         return real(method, task, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_task", interrupted)
+    monkeypatch.setattr(executors, "run_task", interrupted)
     path = tmp_path / "c.db"
     camp = Campaign(path)
     camp.add(ethanols(10, seed=6))
     with pytest.raises(KeyboardInterrupt):
         label(camp, "gfn2", progress=False)
     assert sorted(_labelled(path, "gfn2")) == [1, 2, 3, 4, 5]  # committed on the way out
-    monkeypatch.setattr(runner, "run_task", real)
+    monkeypatch.setattr(executors, "run_task", real)
     assert label(camp, "gfn2", progress=False).labelled == 5
 
 
@@ -256,10 +282,10 @@ def test_batched_writes_store_exactly_what_ase_db_update_stores(tmp_path, monkey
 
     from ase.db import connect
 
-    from forcefit.labeling import campaign as campaign_module
+    from forcefit.labeling import results as results_module
     from forcefit.labeling.campaign import Result
 
-    monkeypatch.setattr(campaign_module, "time", SimpleNamespace(time=lambda: 1234.5))  # same stamps in both
+    monkeypatch.setattr(results_module, "time", SimpleNamespace(time=lambda: 1234.5))  # same stamps in both
     rng = np.random.default_rng(0)
     labels = {i: {"energy": float(rng.normal()), "forces": rng.normal(size=(9, 3)), "charges": rng.normal(size=9),
                   "dipole": rng.normal(size=3)} for i in range(1, 6)}
@@ -306,7 +332,7 @@ def test_batched_writes_store_exactly_what_ase_db_update_stores(tmp_path, monkey
 def test_data_encoding_is_byte_for_byte_ase_db(tmp_path):
     from ase.db.core import bytes_to_object, object_to_bytes
 
-    from forcefit.labeling.campaign import _data_to_bytes
+    from forcefit.labeling.sqlite_writer import data_to_bytes as _data_to_bytes
 
     rng = np.random.default_rng(1)
     samples = [
@@ -373,6 +399,7 @@ def test_bulk_geometry_screen_agrees_with_the_per_structure_check():
 
 
 def test_poisoned_structure_fails_with_reason_while_the_rest_finish(tmp_path):
+    needs("tblite")
     frames = ethanols(5)
     bad = frames[0].copy()
     bad.positions[3] = bad.positions[2]
@@ -417,6 +444,7 @@ def test_a_crashing_worker_fails_only_its_structure(tmp_path):
 
 
 def test_dask_and_local_pools_give_identical_results(tmp_path):
+    needs("tblite", "distributed")
     from distributed import LocalCluster
 
     frames = ethanols(8, seed=3)
@@ -441,6 +469,7 @@ def test_dask_and_local_pools_give_identical_results(tmp_path):
 
 # ---------------------------------------------------------------- store, selection, data layer
 def test_read_campaign_round_trip_and_errors(tmp_path):
+    needs("tblite")
     path = tmp_path / "c.db"
     camp = Campaign(path)
     frames = ethanols(3) + rattle(molecule("H2O"), n=2, config_type="water")
@@ -475,7 +504,7 @@ def test_select_resumes_the_same_subset_and_tops_up(tmp_path):
     assert camp.info()["levels"]["p"]["labelled"] == 6
     assert label(camp, f"{HELPERS}:pair", level="p", progress=False).labelled == 6  # no --select: all the rest
     with pytest.raises(DataError, match="not available yet"):
-        label(camp, "gfn2", select=3, select_by="uncertainty", progress=False)
+        label(camp, f"{HELPERS}:pair", level="u", select=3, select_by="uncertainty", progress=False)
 
 
 def test_farthest_point_selection_spreads_out():
@@ -489,6 +518,7 @@ def test_farthest_point_selection_spreads_out():
 
 # ---------------------------------------------------------------- samplers
 def test_samplers_return_tagged_structures():
+    needs("tblite", "rdkit")
     md = sample_md("CCO", temperature=500, steps=40, every=10, seed=0)
     assert len(md) == 4 and all(a.info["config_type"] == "md_500K" and a.calc is None for a in md)
     assert not np.allclose(md[0].positions, md[1].positions)
@@ -502,6 +532,7 @@ def test_samplers_return_tagged_structures():
 
 # ---------------------------------------------------------------- command line
 def test_cli_sample_label_info_export(tmp_path):
+    needs("tblite", "rdkit")
     db, xyz = tmp_path / "eth.db", tmp_path / "eth.xyz"
     res, out = run_cli("sample", "--smiles", "CCO", "--temperature", "500", "--steps", "60", "--every", "20", "--out", db)
     assert res.exit_code == 0, out
@@ -521,6 +552,7 @@ def test_cli_sample_label_info_export(tmp_path):
 
 
 def test_cli_labels_a_file_into_a_new_campaign(tmp_path):
+    needs("tblite")
     import ase.io
 
     xyz, db = tmp_path / "frames.xyz", tmp_path / "new.db"
@@ -531,21 +563,23 @@ def test_cli_labels_a_file_into_a_new_campaign(tmp_path):
     assert len(Campaign(db)) == 3 and len(Campaign(db).frames("gfn2")) == 3
 
 
-@pytest.mark.parametrize("args, words", [
-    (["sample", "--smiles", "C1CC", "--out", "x.db"], "SMILES"),
-    (["sample", "--out", "x.db"], "--smiles"),
-    (["label", "missing.db"], "missing.db"),
-    (["label", "frames.xyz"], "--out"),
-    (["label", "garbage.xyz", "--out", "x.db"], "garbage.xyz"),
-    (["label", "c.db", "--method", "hartree"], "unknown method"),
-    (["label", "c.db", "--calculator", "no_such_module_q:make"], "no_such_module_q"),
-    (["label", "c.db", "--calculator", "nocolon"], "module:function"),
-    (["label", "c.db", "--method", "dft", "--basis", "nonsense-basis"], "basis"),
-    (["label", "c.db", "--select", "2", "--select-by", "uncertainty"], "not available yet"),
-    (["export-data", "c.db", "--level", "dft", "--out", "o.xyz"], "available levels"),
+@pytest.mark.parametrize("args, words, modules", [
+    (["sample", "--smiles", "C1CC", "--out", "x.db"], "SMILES", ["rdkit"]),
+    (["sample", "--out", "x.db"], "--smiles", []),
+    (["label", "missing.db"], "missing.db", ["tblite"]),
+    (["label", "frames.xyz"], "--out", ["tblite"]),
+    (["label", "garbage.xyz", "--out", "x.db"], "garbage.xyz", ["tblite"]),
+    (["label", "c.db", "--method", "hartree"], "unknown method", []),
+    (["label", "c.db", "--calculator", "no_such_module_q:make"], "no_such_module_q", []),
+    (["label", "c.db", "--calculator", "nocolon"], "module:function", []),
+    (["label", "c.db", "--method", "dft", "--basis", "nonsense-basis"], "basis", ["pyscf"]),
+    (["label", "c.db", "--select", "2", "--select-by", "uncertainty"], "not available yet", ["tblite"]),
+    (["export-data", "c.db", "--level", "dft", "--out", "o.xyz"], "available levels", []),
 ])
-def test_cli_bad_input_is_one_clear_line_with_exit_code_2(tmp_path, monkeypatch, args, words):
+def test_cli_bad_input_is_one_clear_line_with_exit_code_2(tmp_path, monkeypatch, args, words, modules):
     import ase.io
+
+    needs(*modules)
 
     monkeypatch.chdir(tmp_path)
     ase.io.write("frames.xyz", ethanols(2), format="extxyz")
@@ -566,6 +600,7 @@ def test_every_option_is_documented_in_help():
 
 
 def test_dft_d3_dispersion_matches_dftd3_called_directly():
+    needs("pyscf")
     pytest.importorskip("dftd3")
     from dftd3.ase import DFTD3
 
@@ -580,6 +615,7 @@ def test_dft_d3_dispersion_matches_dftd3_called_directly():
 
 
 def test_smiles_formal_charge_reaches_the_reference_method(tmp_path):
+    needs("tblite", "rdkit")
     from tblite.ase import TBLite
 
     from forcefit.labeling import from_smiles

@@ -1,14 +1,7 @@
 """Read a forcefit labelling campaign (an ASE database) as training frames.
 
-Self-contained on purpose: the data layer must not import the labelling
-engine, so the few schema facts needed here are restated (and kept in step
-with ``forcefit.labeling.campaign``):
-
-- ``db.metadata["forcefit_campaign"]`` is true and ``db.metadata["levels"]``
-  maps each level name to the settings of the method that labelled it;
-- one row per structure; its tag is the key-value pair ``config_type``;
-- a finished label at level ``L`` sets the key ``has_L = 1`` and stores
-  ``row.data["label.L"] = {"energy": eV, "forces": (n, 3) eV/Å, ...}``.
+The key names come from ``campaign_schema``, which the labelling engine
+writes by too; the data layer itself never imports the engine.
 """
 from __future__ import annotations
 
@@ -16,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .campaign_schema import LEVELS, MARKER, is_campaign, level_keys
 from .errors import DataError
 from .frame import Frame
 
 
 def campaign_levels(db) -> dict:
     """Level name -> method settings, as recorded in the campaign's metadata."""
-    return dict(db.metadata.get("levels", {}))
+    return dict(db.metadata.get(LEVELS, {}))
 
 
 def read_campaign(path: str | Path, level: str | None = None) -> list[Frame]:
@@ -41,8 +35,8 @@ def read_campaign(path: str | Path, level: str | None = None) -> list[Frame]:
         meta = db.metadata
     except Exception as exc:  # sqlite / psycopg errors of many types
         raise DataError(f"cannot open as an ASE database ({type(exc).__name__}: {exc})", file=path) from exc
-    if not meta.get("forcefit_campaign", False):
-        raise DataError("not a forcefit labelling campaign (metadata lacks 'forcefit_campaign')", file=path)
+    if not is_campaign(meta):
+        raise DataError(f"not a forcefit labelling campaign (metadata lacks '{MARKER}')", file=path)
     levels = campaign_levels(db)
     available = ", ".join(sorted(levels)) or "none"
     if level is None:
@@ -52,16 +46,17 @@ def read_campaign(path: str | Path, level: str | None = None) -> list[Frame]:
     elif level not in levels:
         raise DataError(f"no level '{level}' in this campaign; available levels: {available}", file=path, field="level")
 
-    key = f"label.{level}"
+    keys = level_keys(level)
+    key = keys.label
     frames = []
     total = 0
     for row in db.select():
         total += 1
-        if not row.get(f"has_{level}"):
+        if not row.get(keys.has):
             continue
         label = row.data.get(key)
         if label is None or "energy" not in label or "forces" not in label:
-            raise DataError(f"row is flagged as labelled but its label data is missing", file=path, frame=row.id, field=key)
+            raise DataError("row is flagged as labelled but its label data is missing", file=path, frame=row.id, field=key)
         atoms = row.toatoms()
         fixed = None
         for constraint in atoms.constraints:

@@ -17,11 +17,13 @@ Samplers: ``optimise``, ``sample_md``, ``sample_normal_modes``, ``rattle``.
 Selection: ``select`` (random, farthest-point "fps"; "uncertainty" is a hook
 that needs per-structure scores from a committee, not built yet).
 Methods: ``make_method`` ("gfn2", "gfn1", "ipea1", "dft", "module:factory"),
-``XTB``, ``DFT``, ``ImportedCalculator``; ``XTBCalculator`` is a fast ASE
-calculator for sampling.
-Campaigns: ``Campaign`` (the ASE-database store), ``label`` (runs it in this
-process, on a local process pool, or on a Dask cluster; commits results in
-batches of at most 256 labels or 0.5 s), ``LabelReport``.
+``XTB`` (module ``xtb``), ``DFT`` (``dft``), ``ImportedCalculator``
+(``ase_calculator``), all built on ``Method`` (``method``);
+``XTBCalculator`` (``xtb_calculator``) is a fast ASE calculator for sampling.
+Campaigns: ``Campaign`` (the ASE-database store, ``campaign``; its layout is
+``forcefit.data.campaign_schema``), ``label`` (``runner``: runs it in this
+process, on a local process pool, or on a Dask cluster, see ``executors``;
+commits results in batches of at most 256 labels or 0.5 s), ``LabelReport``.
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ _EXPORTS = {
     "optimise": "samplers", "sample_md": "samplers", "sample_normal_modes": "samplers", "rattle": "samplers",
     "make_calculator": "samplers",
     "select": "selection", "descriptors": "selection", "farthest_point": "selection", "select_by_uncertainty": "selection",
-    "make_method": "calculators", "XTB": "calculators", "DFT": "calculators", "ImportedCalculator": "calculators",
-    "XTBCalculator": "calculators", "Method": "calculators",
+    "make_method": "calculators", "XTB": "xtb", "DFT": "dft", "ImportedCalculator": "ase_calculator",
+    "XTBCalculator": "xtb_calculator", "Method": "method",
     "Campaign": "campaign",
     "label": "runner", "LabelReport": "runner",
 }

@@ -1,7 +1,7 @@
 """A labelling worker process: ``python -m forcefit.labeling._worker FD``.
 
 Started by the runner with a socket on file descriptor FD. It imports only
-the task code and the calculators (not the caller's main module, as
+the task code and the method modules (not the caller's main module, as
 multiprocessing's spawn would, nor torch), labels what it is sent, and
 exits when the coordinator closes the socket or dies.
 Protocol (pickled messages): in ``("init", sys_path)``, then
@@ -23,7 +23,7 @@ def main(fd: int) -> None:
     except (EOFError, OSError):
         return
     sys.path[:] = list(path) + [p for p in sys.path if p not in path]
-    from .calculators import limit_threads
+    from .threads import limit_threads
     from .tasks import run_task
 
     limit_threads(threads)

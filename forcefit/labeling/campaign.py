@@ -1,18 +1,8 @@
 """The campaign store: one ASE database holding every structure once, with labels per level of theory.
 
-Schema (read by ``forcefit.data.campaign.read_campaign``; keep in step):
-
-- metadata: ``forcefit_campaign: True``, ``schema: 1``, ``levels: {name: settings}``
-  (the method settings that define each level: method, functional, basis, ...).
-- one row per structure (deduplicated by a hash of numbers, positions, cell,
-  pbc, charge and spin), key-value pairs ``config_type`` (the structure's
-  tag), ``structure_hash``, sampler details, and per level ``L``:
-  ``has_L = 1`` once labelled, ``cost_L`` (CPU seconds of the label),
-  ``failed_L`` (failed attempts: 1 = retry pending, 2 = given up),
-  ``sel_L = 1`` when chosen for a ``--select`` subset.
-- ``row.data["label.L"]``: energy (eV), forces (eV/Å), optional charges (e)
-  and dipole (e·Å), cpu_seconds, wall_seconds, attempt, safer, host;
-  ``row.data["failures.L"]``: one record per failed attempt with its error text.
+The layout (metadata, one row per structure, per-level keys and label data)
+is ``forcefit.data.campaign_schema``; the data layer reads it back with
+``forcefit.data.campaign.read_campaign``.
 
 Durability: a labelling session keeps one connection open and writes the
 results it has received in batches, each one transaction (one
@@ -27,38 +17,31 @@ with ``synchronous=NORMAL``: a commit survives a killed process (not
 necessarily a power cut). Each batch takes the write lock before it reads
 the rows it changes, so two coordinators labelling different levels of one
 campaign do not overwrite each other. A batch writes the same columns and
-key index tables as ase.db's ``db.update`` (and byte-identical data blobs),
-so every ase.db reader sees an ordinary database. A PostgreSQL URL
-(``postgresql://user:pw@host/db``) goes through ``ase.db.connect`` the same
-way (row by row through ``db.update``; the SQLite-only speed-ups are
-skipped there). Only the coordinating process writes.
+key index tables as ase.db's ``db.update`` (and byte-identical data blobs;
+``sqlite_writer``), so every ase.db reader sees an ordinary database. A
+PostgreSQL URL (``postgresql://user:pw@host/db``) goes through
+``ase.db.connect`` the same way (row by row through ``db.update``; the
+SQLite-only speed-ups are skipped there). Only the coordinating process
+writes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import socket
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..data.campaign_schema import LEVELS, MAX_ATTEMPTS, SCHEMA, check_level_name, is_campaign, level_keys, new_metadata
 from ..data.errors import DataError
+from .results import Result, apply_result
+from .sqlite_writer import decode_kvp, read_rows, write_rows
 
-SCHEMA = 1
-MAX_ATTEMPTS = 2  # the first try and one retry with safer settings
-_LEVEL = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+__all__ = ["Campaign", "MAX_ATTEMPTS", "Result", "check_level_name", "structure_hash"]
+
 _VERSION_KEYS = {"versions"}
-
-
-def check_level_name(level: str) -> str:
-    """Level names become database keys: letters, digits and underscores, starting with a letter."""
-    if not isinstance(level, str) or not _LEVEL.match(level):
-        raise DataError(f"level name '{level}' must start with a letter and contain only letters, digits and '_'", field="level")
-    return level
 
 
 def structure_hash(atoms) -> str:
@@ -84,126 +67,6 @@ def _checked_str(value, field: str) -> str:
         raise DataError(f"'{value}' is not usable as a tag: it must be a non-empty word that does not read as a number", field=field)
     return value
 
-
-@dataclass
-class Result:
-    """One result to store at a level: a label, or a failed attempt (``label`` None, ``error`` its text).
-
-    ``final``: the failed attempt gives the structure up (no retry left).
-    The runner passes its own outcomes, which carry the same attributes.
-    """
-
-    row_id: int
-    label: dict | None
-    error: str | None = None
-    attempt: int = 1
-    safer: bool = False
-    final: bool = False
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    host: str | None = None
-
-
-def _decode_kvp(db, text) -> dict:
-    """A row's key-value pairs: plain JSON of words -> numbers/strings (json.loads is ~5x faster than ase's decode)."""
-    if not text:
-        return {}
-    if isinstance(text, str):
-        return json.loads(text)
-    return dict(db.decode(text))
-
-
-class _NotPlain(Exception):
-    pass
-
-
-_DTYPE_NAMES: dict = {}
-
-
-_SCALARS = frozenset((int, float, bool, str, type(None)))
-_EMPTY_DATA = (None, "null", b"null", "{}", b"\x08" + bytes(7) + b"{}")  # stored forms of no data (the last: {} in binary)
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(..., separators=...) builds on every call
-
-
-def _data_to_bytes(obj) -> bytes:
-    """ase.db's binary encoding of a row's data (``ase.db.core.object_to_bytes``), byte for byte, ~3x faster.
-
-    The layout: an int64 offset of the JSON part, then the raw bytes of
-    every array in the order met, then compact JSON in which each array is
-    ``{"__ndarray__": [shape, dtype name, byte offset]}``. Anything beyond
-    plain scalars, strings, lists, dicts and numeric arrays (or a big-endian
-    machine) goes through ase's own encoder.
-    """
-    from ase.db.core import object_to_bytes
-
-    if not np.little_endian:
-        return object_to_bytes(obj)
-    parts = [b""]
-    size = 8
-
-    def array(o):
-        nonlocal size
-        if o.dtype == object:
-            raise _NotPlain
-        name = _DTYPE_NAMES.get(o.dtype)
-        if name is None:
-            name = _DTYPE_NAMES[o.dtype] = o.dtype.name
-        raw = o.tobytes()
-        ref = {"__ndarray__": [o.shape, name, size]}
-        parts.append(raw)
-        size += len(raw)
-        return ref
-
-    def plain(o):
-        t = type(o)
-        if t in _SCALARS:
-            return o
-        if t is dict:  # the usual shape: {name: {name: scalar or array}}, walked without recursion
-            out = {}
-            for k, v in o.items():
-                tv = type(v)
-                out[k] = v if tv in _SCALARS else array(v) if tv is np.ndarray else plain(v)
-            return out
-        if isinstance(o, (int, float, bool, str)):
-            return o
-        if isinstance(o, dict):
-            return {k: plain(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [plain(v) for v in o]
-        if isinstance(o, np.ndarray):
-            return array(o)
-        raise _NotPlain
-
-    try:
-        tree = plain(obj)
-    except _NotPlain:
-        return object_to_bytes(obj)
-    parts[0] = np.array(size, np.int64).tobytes()
-    parts.append(_COMPACT_JSON.encode(tree).encode())
-    return b"".join(parts)
-
-
-def _apply_result(names: tuple, r, kvp: dict, data: dict, host: str) -> tuple:
-    """Apply one label or failed attempt to a row's key-value pairs and data (in place); return the keys changed.
-
-    ``names``: the level's keys ``(has_L, cost_L, failed_L, label.L, failures.L)``.
-    """
-    has, cost, failed, label_key, failures_key = names
-    if r.label is not None:
-        record = {k: np.asarray(v) if k != "energy" else float(v) for k, v in r.label.items()}
-        record.update(cpu_seconds=float(r.cpu_seconds), wall_seconds=float(r.wall_seconds), attempt=int(r.attempt),
-                      safer=bool(r.safer), host=r.host or host, time=time.time())
-        kvp[has] = 1
-        kvp[cost] = float(r.cpu_seconds)
-        data[label_key] = record
-        return (has, cost)
-    failures = list(data.get(failures_key, []))
-    failures.append({"attempt": int(r.attempt), "error": str(r.error), "safer": bool(r.safer), "final": bool(r.final),
-                     "cpu_seconds": float(r.cpu_seconds), "host": r.host or host, "time": time.time()})
-    old = int(kvp.get(failed, 0))
-    kvp[failed] = max(MAX_ATTEMPTS if r.final else old + 1, old + 1)
-    data[failures_key] = failures
-    return (failed,)
 
 
 class Campaign:
@@ -233,14 +96,14 @@ class Campaign:
             n_rows = self.db.count()
         except Exception as exc:
             raise DataError(f"cannot open as an ASE database ({type(exc).__name__}: {exc})", file=self.path) from exc
-        if not meta.get("forcefit_campaign"):
+        if not is_campaign(meta):
             if n_rows:
                 raise DataError("is an ASE database but not a forcefit campaign; label it into a new one with --out", file=self.path)
             if not create:
                 raise DataError("is not a forcefit campaign", file=self.path)
             if local and new:
                 self._enable_wal()
-            self.db.metadata = {"forcefit_campaign": True, "schema": SCHEMA, "levels": {}}
+            self.db.metadata = new_metadata()
         elif meta.get("schema", SCHEMA) > SCHEMA:
             raise DataError(f"campaign schema {meta['schema']} is newer than this forcefit understands ({SCHEMA})", file=self.path)
         self._session = False
@@ -325,7 +188,7 @@ class Campaign:
             finally:
                 if not self._session:
                     con.close()
-            return [(i, _decode_kvp(self.db, kv)) for i, kv in rows]
+            return [(i, decode_kvp(self.db, kv)) for i, kv in rows]
         with self._reading():
             return [(row.id, dict(row.key_value_pairs)) for row in self.db.select(columns=["id", "key_value_pairs"])]
 
@@ -341,7 +204,7 @@ class Campaign:
     @property
     def levels(self) -> dict:
         """Level name -> settings of the method that labels it."""
-        return dict(self._read_metadata().get("levels", {}))
+        return dict(self._read_metadata().get(LEVELS, {}))
 
     def _read_metadata(self) -> dict:
         """The campaign's metadata as stored now (ase.db caches it for the life of a connection object)."""
@@ -438,7 +301,7 @@ class Campaign:
 
     def task_structures(self, ids) -> dict:
         """Row id -> ``Structure`` (what a worker needs), read in one pass."""
-        from .calculators import Structure
+        from .method import Structure
 
         wanted = {int(i) for i in ids}
         if not self._sqlite:
@@ -476,7 +339,7 @@ class Campaign:
         check_level_name(level)
 
         def change(meta):
-            levels = meta.setdefault("levels", {})
+            levels = meta.setdefault(LEVELS, {})
             old = levels.get(level)
             if old is None:
                 levels[level] = settings
@@ -492,10 +355,11 @@ class Campaign:
     # ------------------------------------------------------------ work lists
     def status(self, level: str) -> list[dict]:
         """Per structure: id, labelled, failed attempts, selected (cheap: key-value pairs only)."""
+        k = level_keys(level)
         out = []
         for row_id, kv in self._kvps():
-            out.append({"id": row_id, "labelled": bool(kv.get(f"has_{level}")), "failed": int(kv.get(f"failed_{level}", 0)),
-                        "selected": bool(kv.get(f"sel_{level}")), "cost": kv.get(f"cost_{level}")})
+            out.append({"id": row_id, "labelled": bool(kv.get(k.has)), "failed": int(kv.get(k.failed, 0)),
+                        "selected": bool(kv.get(k.selected)), "cost": kv.get(k.cost)})
         return out
 
     def pending(self, level: str, retry_failed: bool = False, selected_only: bool = False) -> list[tuple[int, int]]:
@@ -522,7 +386,8 @@ class Campaign:
         where those functions are missing, or some row's pairs are not
         strict JSON (a NaN value), every row is decoded here instead.
         """
-        keys = (f"has_{level}", f"failed_{level}", f"sel_{level}")
+        k = level_keys(level)
+        keys = (k.has, k.failed, k.selected)
         if self._sqlite:
             import sqlite3
 
@@ -542,7 +407,7 @@ class Campaign:
         """Record a selection before labelling starts, so a resumed run labels the same subset."""
         with self._transaction():
             for i in ids:
-                self.db.update(int(i), **{f"sel_{level}": 1})
+                self.db.update(int(i), **{level_keys(level).selected: 1})
 
     # ------------------------------------------------------------ results
     def write_label(self, row_id: int, level: str, label: dict, cpu_seconds: float, wall_seconds: float,
@@ -556,7 +421,7 @@ class Campaign:
         """Record a failed attempt (with its error text) and commit; returns the new failed-attempt count."""
         self.write_results(level, [Result(int(row_id), None, str(error), int(attempt), bool(safer), bool(final),
                                           float(cpu_seconds), 0.0, host)], commit=commit)
-        return int(self._kvp(int(row_id)).get(f"failed_{level}", 0))
+        return int(self._kvp(int(row_id)).get(level_keys(level).failed, 0))
 
     def write_results(self, level: str, results, commit: bool = True) -> None:
         """Store a batch of labels and failed attempts at ``level`` in one transaction, then commit.
@@ -576,8 +441,8 @@ class Campaign:
             return
         from ase.db.core import check
 
-        names = (f"has_{level}", f"cost_{level}", f"failed_{level}", f"label.{level}", f"failures.{level}")
-        check({k: 1 for k in names[:3]})
+        keys = level_keys(level)
+        check({k: 1 for k in (keys.has, keys.cost, keys.failed)})
         host = socket.gethostname()
         with self._transaction(commit):
             rows = self._rows_for_update([r.row_id for r in results])
@@ -585,11 +450,11 @@ class Campaign:
             for r in results:
                 i = int(r.row_id)
                 kvp, data, _ = rows[i]
-                keys = _apply_result(names, r, kvp, data, host)
+                touched = apply_result(keys, r, kvp, data, host)
                 if i in changed:
-                    changed[i].update(keys)
+                    changed[i].update(touched)
                 else:
-                    changed[i] = set(keys)
+                    changed[i] = set(touched)
             self._store_rows(rows, changed)
 
     def _kvp(self, row_id: int) -> dict:
@@ -601,16 +466,7 @@ class Campaign:
         ids = list(dict.fromkeys(int(i) for i in ids))
         out = {}
         if self._sqlite:
-            con = self.db.connection
-            if not con.in_transaction:  # take the write lock before reading: no lost update from another writer
-                con.execute("BEGIN IMMEDIATE")
-            db = self.db
-            for k in range(0, len(ids), 500):  # SQLite allows 999 parameters per statement (older builds)
-                part = ids[k:k + 500]
-                for i, kv, data in con.execute(
-                        f"SELECT id, key_value_pairs, data FROM systems WHERE id IN ({','.join('?' * len(part))})", part):
-                    kvp = _decode_kvp(db, kv)
-                    out[i] = [kvp, {} if data in _EMPTY_DATA else dict(db.decode(data) or {}), set(kvp)]
+            out = read_rows(self.db, ids)
         else:
             for i in ids:
                 row = self.db.get(id=i)
@@ -628,40 +484,16 @@ class Campaign:
                 kvp, data, _ = rows[i]
                 db.update(i, data=data, **{k: kvp[k] for k in keys})
             return
-        import numbers
-
-        from ase.db.core import now
-
-        mtime, binary = now(), db.version >= 9
-        systems, drop, new_keys, texts, nums = [], [], [], [], []
-        for i, keys in changed.items():
-            kvp, data, existed = rows[i]
-            systems.append((mtime, db.encode(kvp), _data_to_bytes(data) if binary else db.encode(data), i))
-            for key in keys:
-                if key in existed:  # a key new to the row has no index entries to replace
-                    drop.append((i, key))
-                new_keys.append((key, i))
-                value = kvp[key]
-                if type(value) in (int, float, bool) or isinstance(value, (numbers.Real, np.bool_)):  # as db.update sorts them
-                    nums.append((key, float(value), i))
-                else:
-                    texts.append((key, value, i))
-        cur = db.connection.cursor()
-        cur.executemany("UPDATE systems SET mtime=?, key_value_pairs=?, data=? WHERE id=?", systems)
-        if drop:
-            for table in ("keys", "text_key_values", "number_key_values"):
-                cur.executemany(f"DELETE FROM {table} WHERE id=? AND key=?", drop)
-        cur.executemany("INSERT INTO text_key_values VALUES (?, ?, ?)", texts)
-        cur.executemany("INSERT INTO number_key_values VALUES (?, ?, ?)", nums)
-        cur.executemany("INSERT INTO keys VALUES (?, ?)", new_keys)
+        write_rows(db, rows, changed)
 
     def failures(self, level: str) -> list[tuple[int, list[dict]]]:
         """(row id, failure records) of structures with failed attempts at ``level``."""
-        ids = {i for i, kv in self._kvps() if kv.get(f"failed_{level}", 0) > 0}
+        k = level_keys(level)
+        ids = {i for i, kv in self._kvps() if kv.get(k.failed, 0) > 0}
         out = []
         with self._reading():
             for i in sorted(ids):
-                out.append((i, list(self.db.get(id=i).data.get(f"failures.{level}", []))))
+                out.append((i, list(self.db.get(id=i).data.get(k.failures, []))))
         return out
 
     # ------------------------------------------------------------ reading back
@@ -681,16 +513,17 @@ class Campaign:
             tags[tag] = tags.get(tag, 0) + 1
         levels = {}
         for level, settings in self.levels.items():
-            costs = [float(kv[f"cost_{level}"]) for kv in kvs if kv.get(f"has_{level}") and f"cost_{level}" in kv]
-            labelled = sum(1 for kv in kvs if kv.get(f"has_{level}"))
-            failed = sum(1 for kv in kvs if not kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0) >= MAX_ATTEMPTS)
-            selected = sum(1 for kv in kvs if kv.get(f"sel_{level}"))
+            k = level_keys(level)
+            costs = [float(kv[k.cost]) for kv in kvs if kv.get(k.has) and k.cost in kv]
+            labelled = sum(1 for kv in kvs if kv.get(k.has))
+            failed = sum(1 for kv in kvs if not kv.get(k.has) and kv.get(k.failed, 0) >= MAX_ATTEMPTS)
+            selected = sum(1 for kv in kvs if kv.get(k.selected))
             pool = selected if selected else len(rows)
-            retried = sum(1 for kv in kvs if kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0))
+            retried = sum(1 for kv in kvs if kv.get(k.has) and kv.get(k.failed, 0))
             levels[level] = {
                 "settings": settings, "labelled": labelled, "failed": failed, "retried": retried,
                 "selected": selected, "pending": max(0, pool - labelled - failed) if selected else
-                sum(1 for kv in kvs if not kv.get(f"has_{level}") and kv.get(f"failed_{level}", 0) < MAX_ATTEMPTS),
+                sum(1 for kv in kvs if not kv.get(k.has) and kv.get(k.failed, 0) < MAX_ATTEMPTS),
                 "cpu_total": float(sum(costs)), "cpu_mean": float(np.mean(costs)) if costs else None,
             }
         return {"path": self.path, "structures": len(rows), "config_types": tags, "levels": levels}

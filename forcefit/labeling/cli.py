@@ -15,16 +15,24 @@ CAMPAIGN_HELP = "Campaign database: a .db file (SQLite) or a postgresql:// URL."
 
 
 def _friendly(fn):
-    """Turn DataError into one 'error: ...' line and exit code 2; Ctrl-C into a resumable note."""
+    """Turn DataError, and a missing package of an extra, into one 'error: ...' line and exit code 2;
+    Ctrl-C into a resumable note."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from ..data.errors import DataError
+        from ..extras import as_missing_extra
 
         try:
             return fn(*args, **kwargs)
         except DataError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except ImportError as exc:  # a package of the label or dask extra is not installed
+            missing = as_missing_extra(exc)
+            if missing is None:
+                raise
+            typer.echo(f"error: {missing}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished labels are saved; run the same command again to resume", err=True)

@@ -16,13 +16,18 @@ def make_calculator(method="gfn2"):
     """An ASE calculator for sampling: "gfn2"/"gfn1"/"ipea1" (tblite), "module:factory", or a calculator object."""
     if not isinstance(method, str):
         return method  # already an ASE calculator
-    from .calculators import _XTB_NAMES, XTBCalculator, resolve_factory
+    from .ase_calculator import resolve_factory
+    from .xtb import XTB_NAMES
+    from .xtb_calculator import XTBCalculator
 
     if ":" in method:
         return resolve_factory(method)()
-    if method.lower() not in _XTB_NAMES:
+    if method.lower() not in XTB_NAMES:
         raise DataError(f"unknown sampling method '{method}'; choose gfn2, gfn1, ipea1 or an import path module:factory", field="method")
-    return XTBCalculator(_XTB_NAMES[method.lower()])
+    from ..extras import require
+
+    require("tblite.interface", "xTB sampling")
+    return XTBCalculator(XTB_NAMES[method.lower()])
 
 
 def _starts(start, seed: int = 0) -> list:

@@ -20,6 +20,10 @@ def from_smiles(smiles: str, n_conformers: int = 1, seed: int = 0, config_type: 
     charge reaches every reference method.
     """
     from ase import Atoms
+
+    from ..extras import require
+
+    require("rdkit", "SMILES input")
     from rdkit import Chem, RDLogger
     from rdkit.Chem import AllChem
 

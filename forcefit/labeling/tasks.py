@@ -1,7 +1,7 @@
 """One unit of labelling work and its outcome, as run on any worker (thread, process, Dask).
 
 Kept apart from the runner so that worker processes import only this and
-the calculators: no database code, no torch.
+the method modules: no database code, no torch.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calculators import Method, Structure, Unlabellable, check_geometry, find_unlabellable, limit_threads
+from .geometry import check_geometry, find_unlabellable
+from .method import Method, Structure, Unlabellable
+from .threads import limit_threads
 
 
 @dataclass
