@@ -257,3 +257,21 @@ def test_format_3_model_files_still_load(tmp_path, pretrained):
         atoms.calc = forcefit.load(path).calculator
         energies.append(atoms.get_potential_energy())
     assert energies[0] == pytest.approx(energies[1], abs=1e-9)
+
+
+def test_a_multi_level_run_reads_every_head_from_a_campaign(tmp_path):
+    """A campaign labelled at two levels trains both heads when the run names them (no --level)."""
+    from forcefit.labeling.campaign import Campaign
+
+    camp = Campaign(tmp_path / "c.db")
+    images = make_frames(16, seed=17)
+    camp.add([a.copy() for a in images])
+    pytest.importorskip("tblite", reason="labelling the campaign needs tblite (install forcefit[label])")
+    from forcefit.labeling import label
+
+    label(camp, "gfn2", progress=False)
+    label(camp, "gfn1", progress=False)
+    cfg = build_config({"data": {"train": str(tmp_path / "c.db"), "valid_fraction": 0.25}, "levels": {"heads": ["gfn1", "gfn2"]}})
+    data = prepare_data(cfg, frame_needs(cfg))
+    assert sorted({f.level for f in data.train + data.valid}) == ["gfn1", "gfn2"] and len(data.train) + len(data.valid) == 32
+    assert set(data.e0s) == {"gfn1", "gfn2"}

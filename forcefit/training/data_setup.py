@@ -28,12 +28,37 @@ class RunData:
 
 
 def _read_all(paths, config: RunConfig) -> list[Frame]:
+    """Frames of every file; a multi-level run reads each of its levels from a campaign (unless data.level picks one)."""
     d = config.data
     key = config.levels.key if config.levels else "level"
     frames: list[Frame] = []
     for path in paths:
-        frames.extend(read_frames(path, energy_key=d.energy_key, forces_key=d.forces_key, level=d.level, level_key=key))
+        for level in _levels_to_read(path, config):
+            frames.extend(read_frames(path, energy_key=d.energy_key, forces_key=d.forces_key, level=level, level_key=key))
     return frames
+
+
+def _levels_to_read(path, config: RunConfig) -> list:
+    """[data.level], or for a multi-level run reading a campaign without data.level, every head the campaign has."""
+    if config.levels is None or config.data.level is not None or not str(path).endswith(".db"):
+        return [config.data.level]
+    from ase.db import connect
+
+    from ..data.campaign import campaign_levels
+    from ..data.campaign_schema import is_campaign
+
+    try:
+        db = connect(str(path))
+        if not is_campaign(db.metadata):
+            return [None]
+        present = campaign_levels(db)
+    except Exception:  # the reader reports an unreadable file with its name
+        return [None]
+    levels = [lv for lv in config.levels.heads if lv in present]
+    if not levels:
+        raise DataError(f"the campaign has none of the levels {config.levels.heads} (it has {', '.join(sorted(present)) or 'none'})",
+                        file=str(path), field="level")
+    return levels
 
 
 def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
