@@ -60,7 +60,7 @@ def main() -> None:
                    help="supervised loss of both runs: published DeNS recipe (energy MAE + force L2 norm, 1:80) or MSE 1:100")
     p.add_argument("--variants", nargs="+", default=["{}"],
                    help='DeNS settings to compare with the one plain run, as JSON, e.g. \'{}\' \'{"weight": 1}\' \'{"p": 0.1}\'')
-    p.add_argument("--options", default="{}", help='model options for both runs, as JSON, e.g. \'{"head_layer": true}\'')
+    p.add_argument("--options", default="{}", help='model options for both runs, as JSON, e.g. \'{"channels": 64}\'')
     p.add_argument("--training", default="{}", help='extra training settings for both runs, as JSON, e.g. \'{"grad_clip": null}\'')
     p.add_argument("--md-steps", type=int, default=200,
                    help="MD steps per timing of each exported model (DeNS must cost nothing at MD time; 0 to skip)")

@@ -40,3 +40,67 @@ def test_epoch_means_weighted_by_structures(tmp_path):
     for r in rows:
         assert float(r["train_m"]) == pytest.approx((2 * 1 + 3 * 2 + 1 * 3) / 6)
         assert float(r["train_rare"]) == pytest.approx((3 * 20 + 1 * 30) / 4)  # over the batches that reported it
+
+
+def test_warmup_under_a_time_budget_is_counted_in_steps():
+    """With --max-time, progress follows the clock; the warm-up must still last warmup_epochs of steps."""
+    from forcefit.training.schedule import warmup_cosine
+
+    # epoch budget: a fraction of progress, as before
+    assert warmup_cosine(0.005, 0.01, 0.01) == pytest.approx(0.5)
+    # time budget, 20 steps of warm-up: half-way at step 10 whatever the clock says
+    assert warmup_cosine(0.0, 1e-5, 0.01, step=10, warmup_steps=20) == pytest.approx(0.5)
+    assert warmup_cosine(0.3, 1e-5, 0.01, step=10, warmup_steps=20) == pytest.approx(0.5)
+    # after it, the cosine over the whole of progress
+    assert warmup_cosine(0.5, 1e-5, 0.0, step=30, warmup_steps=20) == pytest.approx(0.5)
+    assert warmup_cosine(1.0, 1e-5, 0.01, step=30, warmup_steps=20) == pytest.approx(0.01)
+
+
+def test_a_time_budget_run_warms_up_over_its_first_epochs(tmp_path, ethanol_xyz):
+    from forcefit.config import build_config
+    from forcefit.training.run import train
+
+    seen = []
+
+    class RecordLR(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append((trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    cfg = build_config({"data": {"train": str(ethanol_xyz), "valid_fraction": 0.25},
+                        "model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
+                        "training": {"batch_size": 6, "progress": False, "threads": 1, "lr": 1e-2, "max_time": 0.15,
+                                     "max_epochs": 100000, "warmup_epochs": 2, "ema_decay": None},
+                        "out": str(tmp_path / "timed")})
+    train(cfg, callbacks=[RecordLR()])
+    first = [lr for epoch, lr in seen if epoch == 0]
+    third = [lr for epoch, lr in seen if epoch == 2]
+    assert first[0] < 0.01 * 1e-2 and first[-1] < 0.6 * 1e-2  # still warming up through epoch 0
+    assert third and max(third) > 0.9 * 1e-2  # warm after two epochs of steps
+
+
+def test_training_into_a_log_file_writes_one_line_per_validation(tmp_path, ethanol_xyz):
+    """Not a terminal: no redrawn bar, no Lightning notices; one summary line per validation, a log of bounded size."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "train.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "forcefit.cli", "train", "--train", str(ethanol_xyz), "--max-epochs", "6",
+                               "--out", str(tmp_path / "run"), "--batch-size", "4", "--config", str(_tiny_config(tmp_path))],
+                              stdout=fh, stderr=subprocess.STDOUT, timeout=900)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    lines = [l for l in text.splitlines() if l.startswith("epoch ")]
+    validations = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")) if r.get("val_loss")]
+    assert len(lines) == len(validations) >= 2 and "val F MAE" in lines[-1]
+    assert "\r" not in text and "Tip" not in text and "GPU available" not in text and "LeafSpec" not in text
+    assert len(text) < 8000, len(text)
+
+
+def _tiny_config(tmp_path):
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
+                                    "training": {"threads": 1, "val_interval": 2}}))
+    return path

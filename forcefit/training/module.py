@@ -152,7 +152,11 @@ class ForceFieldModule(L.LightningModule):
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "frequency": self.val_interval}}
         warmup = self.cfg.warmup_epochs / max(self.cfg.max_epochs, 1)
+        warmup_steps = None
+        if self.cfg.max_time:  # progress follows the clock: count the warm-up in optimiser steps
+            batches_per_epoch = self.trainer.estimated_stepping_batches / max(self.cfg.max_epochs, 1)
+            warmup_steps = self.cfg.warmup_epochs * batches_per_epoch
         cosine = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda _: warmup_cosine(self.progress(), warmup, self.cfg.min_lr_ratio)
+            optimizer, lambda step: warmup_cosine(self.progress(), warmup, self.cfg.min_lr_ratio, step, warmup_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}

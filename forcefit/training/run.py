@@ -21,6 +21,7 @@ from ..objectives.base import FrameNeeds, ObjectiveContext
 from ..objectives.terms import SupervisedLoss
 from . import finetune, metrics_history
 from .checkpoint_io import AtomicCheckpointIO
+from .console import ValidationLines, output_is_terminal, quiet_third_party
 from .data_setup import RunData, prepare_data
 from .module import ForceFieldModule
 from .sampler import EpochSeededSampler
@@ -88,6 +89,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     if not resume and last.exists():
         raise RunExistsError(f"{out}: a run already exists there; pass --resume to continue it or choose another --out")
     t = config.training
+    quiet_third_party()
     if t.threads:
         torch.set_num_threads(t.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -119,8 +121,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     callbacks = [checkpoint, latest, ValidateFinalEpoch(val_interval), *(callbacks or [])]
     if t.patience:  # EarlyStopping counts validations, the setting counts epochs
         callbacks.append(EarlyStopping(monitor="val_loss", patience=math.ceil(t.patience / val_interval)))
-    if t.progress:
+    bar = t.progress and output_is_terminal()  # in a log file a redrawn bar is thousands of lines
+    if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
+    if t.progress:
+        callbacks.append(ValidationLines(t.max_epochs))
     strategy = "auto"
     if val_interval > 1:
         rank_zero_info(f"validating every {val_interval} epochs ({len(data.train)} training frames; training.val_interval)")
@@ -141,7 +146,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
         plugins=[AtomicCheckpointIO()],
         inference_mode=False,
-        enable_progress_bar=t.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(50, len(train_loader))),
         num_sanity_val_steps=0,
