@@ -16,6 +16,7 @@ import torch
 
 from .data.batch import batch_from_frames
 from .data.frame import Frame
+from .data.validate import unknown_elements
 from .metrics import error_sums, summarise
 
 METRIC_KEYS = (
@@ -43,16 +44,12 @@ def _inference(potential: torch.nn.Module, device: str | torch.device):
 
 
 def _check_species(potential, frames: Sequence[Frame]) -> None:
-    from ase.data import chemical_symbols
-
     present = set()
     for f in frames:
         present.update(int(z) for z in np.unique(f.numbers))
-    unknown = sorted(present - set(potential.species))
+    unknown = unknown_elements(present, potential.species)
     if unknown:
-        names = ", ".join(chemical_symbols[z] for z in unknown)
-        raise ValueError(f"frames contain element(s) {names} that the potential does not know (species "
-                         f"{[chemical_symbols[z] for z in potential.species]})")
+        raise ValueError(f"frames contain {unknown}")
 
 
 def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: str = "cpu", dtype: torch.dtype | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import csv
 import math
 from pathlib import Path
@@ -173,3 +174,25 @@ def test_dens_and_plain_runs_start_from_the_same_backbone(tmp_path):
         assert {k for k in dens if k not in plain} and all(k.startswith("aux_heads.noise.") for k in dens if k not in plain)
         for key, value in plain.items():
             assert torch.equal(value, dens[key]), (model, key)
+
+
+def test_one_unknown_element_message_for_validation_evaluation_and_the_calculator(tmp_path):
+    """The same check and wording in all three places that meet a structure the model cannot describe."""
+    from ase import Atoms
+
+    from forcefit.evaluate import evaluate
+    from forcefit.models.build import build_potential
+    from forcefit.data import validate_frames
+    from forcefit.simulate.calculator import ForcefitCalculator
+
+    potential = build_potential({"name": "painn", "cutoff": 4.0, "options": {"features": 8, "num_layers": 1}, "species": [1, 8]})
+    frame = Frame(positions=np.array([[0.0, 0, 0], [1.1, 0, 0]]), numbers=np.array([1, 17]), energy=0.0, source="x.xyz")
+    expected = "element(s) Cl (Z=17) that the model does not know (model species: H, O)"
+    with pytest.raises(DataError, match=r"x\.xyz, frame 0, field 'numbers': contains " + re.escape(expected)):
+        validate_frames([frame], "test", need_energy=False, need_forces=False, species=[1, 8])
+    with pytest.raises(ValueError, match="frames contain " + re.escape(expected)):
+        evaluate(potential, [frame])
+    atoms = Atoms("HCl", positions=frame.positions)
+    atoms.calc = ForcefitCalculator(potential)
+    with pytest.raises(ValueError, match="the structure contains " + re.escape(expected)):
+        atoms.get_potential_energy()

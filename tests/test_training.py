@@ -180,7 +180,7 @@ def test_cli_end_to_end(tmp_path, ethanol_xyz):
     write(tmp_path / "nacl.xyz", Atoms("NaCl", positions=[[0, 0, 0], [0, 0, 2.4]]))
     for args, message in (
         (["md", str(out / "model.pt"), str(tmp_path / "nacl.xyz"), "--steps", "2"],
-         "nacl.xyz, frame 0, field 'numbers': contains element(s) Na, Cl that the model does not know"),
+         "nacl.xyz, frame 0, field 'numbers': contains element(s) Na (Z=11), Cl (Z=17) that the model does not know"),
         (["md", str(out / "model.pt"), str(ethanol_xyz), "--steps", "2", "--trajectory", str(tmp_path / "t.png")],
          "cannot hold a trajectory"),
         (["eval", str(out / "model.pt"), str(ethanol_xyz), "--batch-size", "0"], "--batch-size"),

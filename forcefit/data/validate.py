@@ -46,12 +46,23 @@ def validate_frames(
             raise DataError(f"has level '{frame.level}', which is not one of the model's levels ({', '.join(levels)}); "
                             f"tag each frame with its level in the '{level_key}' key", frame.source, frame.index, level_key)
         if allowed is not None:
-            missing = sorted(set(frame.numbers.tolist()) - allowed)
-            if missing:
-                names = ", ".join(chemical_symbols[z] for z in missing)
-                known = ", ".join(chemical_symbols[z] for z in sorted(allowed))
-                raise DataError(f"contains element(s) {names} that the model does not know (model species: {known})", frame.source, frame.index, "numbers")
+            unknown = unknown_elements(frame.numbers, allowed)
+            if unknown:
+                raise DataError(f"contains {unknown}", frame.source, frame.index, "numbers")
         check_min_distance(frame, min_distance)
+
+
+def unknown_elements(numbers: Iterable[int], species: Iterable[int]) -> str | None:
+    """'element(s) X (Z=..), Y (Z=..) that the model does not know (model species: ...)' for numbers outside ``species``.
+
+    The one wording of this check, used by validation, evaluation and the ASE calculator.
+    """
+    known = sorted({int(z) for z in species})
+    missing = sorted({int(z) for z in numbers} - set(known))
+    if not missing:
+        return None
+    names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in missing)
+    return f"element(s) {names} that the model does not know (model species: {', '.join(chemical_symbols[z] for z in known)})"
 
 
 def check_min_distance(frame: Frame, min_distance: float = MIN_DISTANCE) -> None:

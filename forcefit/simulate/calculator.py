@@ -19,8 +19,9 @@ import copy
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
-from ase.data import chemical_symbols
 from vesin import NeighborList
+
+from ..data.validate import unknown_elements
 
 _NO_BOX = np.zeros((3, 3))
 
@@ -62,11 +63,9 @@ class ForcefitCalculator(Calculator):
     def _per_structure(self, numbers: np.ndarray) -> dict:
         """Tensors that depend only on the atomic numbers, re-made (and re-checked) when they change."""
         if self._numbers is None or not np.array_equal(numbers, self._numbers):
-            unknown = sorted(set(int(z) for z in numbers) - set(self.species))
+            unknown = unknown_elements(numbers, self.species)
             if unknown:
-                names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
-                known = ", ".join(chemical_symbols[z] for z in self.species)
-                raise ValueError(f"element(s) {names} not in this potential's species [{known}]")
+                raise ValueError(f"the structure contains {unknown}")
             n, dev = len(numbers), self.device
             self._numbers = numbers.copy()
             self._fixed = {
