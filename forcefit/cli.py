@@ -79,7 +79,7 @@ def train(
             if config:
                 err_console.print(f"note: --resume continues with {saved}; --config only located the run "
                                   "(change settings with flags)", highlight=False, soft_wrap=True)
-        if dens and not (base.get("dens") or _has_objective(base, "dens")):
+        if dens and not ("dens" in base or _has_objective(base, "dens")):
             base["objective"] = [e for e in _objective_entries(base) if e.get("kind") != "supervised"] + [{"kind": "dens"}]
         if finetune_mode and not (init or base.get("finetune")):
             fail("--finetune needs --init MODEL_FILE (the model to fine-tune)")

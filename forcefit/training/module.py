@@ -105,7 +105,8 @@ class ForceFieldModule(L.LightningModule):
                 self.log("val_energy_mae", summary["energy_mae_per_atom"], rank_zero_only=True)
             if summary["forces_mae"] is not None:
                 self.log("val_forces_mae", summary["forces_mae"], prog_bar=True, rank_zero_only=True)
-            self.log("val_loss", float(loss[0] / loss[1].clamp_min(1)), rank_zero_only=False)
+            if loss[1] > 0:
+                self.log("val_loss", float(loss[0] / loss[1]))
         if self._val_start is not None:
             self._val_seconds += time.perf_counter() - self._val_start
 

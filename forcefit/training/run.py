@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..atomic_file import write_text_atomic
 from ..config import ConfigError, RunConfig
 from ..data import Collater, GraphDataset
-from ..model_file import ModelFileError, save_model
+from ..model_file import ModelFileError, read_model_file, save_model
 from ..models.build import build_potential
 from ..objectives.base import FrameNeeds, ObjectiveContext
 from ..objectives.terms import SupervisedLoss
@@ -41,12 +41,21 @@ class RunExistsError(RuntimeError):
     """Refuse to overwrite a run's checkpoints unless asked to resume."""
 
 
+def model_cutoff(config: RunConfig) -> float:
+    """The cutoff of the model this run trains: the model file's when fine-tuning, else the config's."""
+    if config.finetune is None:
+        return config.model.cutoff
+    try:
+        return float(read_model_file(config.finetune.init)["cutoff"])
+    except ModelFileError as exc:
+        raise ConfigError(f"finetune.init: {exc}") from None
+
+
 def make_objectives(config: RunConfig, data: RunData) -> list:
     """The run's objectives from their config entries, sharing the one supervised loss form."""
     from ..objectives.registry import build_objectives
-    from ..objectives.terms import SupervisedLoss
 
-    context = ObjectiveContext(SupervisedLoss.from_training(config.training), cutoff=config.model.cutoff,
+    context = ObjectiveContext(SupervisedLoss.from_training(config.training), cutoff=model_cutoff(config),
                                force_rms=data.scale, energy_std=data.energy_std)
     return build_objectives(config.objective, context)
 
@@ -185,6 +194,9 @@ def _build_model(config: RunConfig, data: RunData, aux_heads: tuple[str, ...], d
         except ModelFileError as exc:
             raise ConfigError(f"finetune.init: {exc}") from None
         architecture.update(aux_heads=tuple(aux_heads), e0s=data.e0s, shift=data.shift)
+        if config.model != type(config.model)():
+            rank_zero_info(f"fine-tuning: the backbone ({architecture['name']}, cutoff {architecture['cutoff']:g} Å) comes from "
+                           f"{ft.init}; model.name, cutoff, options, zbl and direct_forces of the config are not used")
     try:
         potential = build_potential(architecture).to(dtype)
     except (TypeError, ValueError) as exc:
