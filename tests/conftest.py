@@ -65,3 +65,26 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def train_and_kill_at_epoch(config_path, epoch: int, timeout: float = 1200):
+    """Train the config at ``config_path`` in a fresh process that SIGKILLs itself when epoch ``epoch`` starts
+    (a real kill: nothing gets to clean up); returns the finished process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal
+        import lightning as L
+        from forcefit.config import RunConfig
+        from forcefit.training.run import train
+
+        class KillAtEpoch(L.Callback):
+            def on_train_epoch_start(self, trainer, module):
+                if trainer.current_epoch == {int(epoch)}:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        train(RunConfig.from_yaml({str(config_path)!r}), callbacks=[KillAtEpoch()])
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)

@@ -1,21 +1,17 @@
 """Fine-tuning from a model file (--init) and one model for several levels of theory."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import ase.io
 import numpy as np
 import pytest
 import torch
 import yaml
-from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from typer.testing import CliRunner
 
 import forcefit
-from conftest import make_frames
+from conftest import make_frames, train_and_kill_at_epoch
 from forcefit.cli import app
 from forcefit.config import ConfigError, build_config
 from forcefit.data import batch_from_frames, read_frames
@@ -150,20 +146,7 @@ def test_resume_of_a_finetuning_run_reproduces_the_uninterrupted_one(tmp_path, p
     full = forcefit.train(config("full"))
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(config("killed")))
-    script = textwrap.dedent(f"""
-        import os, signal
-        import lightning as L
-        from forcefit.config import RunConfig
-        from forcefit.training.run import train
-
-        class KillAtEpoch(L.Callback):
-            def on_train_epoch_start(self, trainer, module):
-                if trainer.current_epoch == 2:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        train(RunConfig.from_yaml({str(cfg_path)!r}), callbacks=[KillAtEpoch()])
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200)
+    proc = train_and_kill_at_epoch(cfg_path, 2)
     assert proc.returncode == -9, proc.stderr[-2000:]
     resumed = forcefit.train(cfg_path, resume=True)
     a, b = read_model_file(full.model_path)["state_dict"], read_model_file(resumed.model_path)["state_dict"]

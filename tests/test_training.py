@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import forcefit
+from conftest import train_and_kill_at_epoch
 from forcefit.cli import app
 from forcefit.model_file import ModelFileError, load_model, read_model_file
 
@@ -36,20 +36,7 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
     full = forcefit.train(_config(tmp_path, ethanol_xyz, "full", max_epochs=4, val_interval=2))
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(_config(tmp_path, ethanol_xyz, "killed", max_epochs=4, val_interval=2)))
-    script = textwrap.dedent(f"""
-        import os, signal
-        import lightning as L
-        from forcefit.config import RunConfig
-        from forcefit.training.run import train
-
-        class KillAtEpoch(L.Callback):
-            def on_train_epoch_start(self, trainer, module):
-                if trainer.current_epoch == 2:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        train(RunConfig.from_yaml({str(cfg_path)!r}), callbacks=[KillAtEpoch()])
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200)
+    proc = train_and_kill_at_epoch(cfg_path, 2)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
     assert not (tmp_path / "killed" / "model.pt").exists()

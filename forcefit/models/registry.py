@@ -1,7 +1,7 @@
 """Backbones by name, imported lazily so a missing optional piece only fails when chosen."""
 from __future__ import annotations
 
-import importlib
+from ..lazy_registry import resolve
 
 BACKBONES: dict[str, str] = {
     "painn": "forcefit.models.painn:PaiNN",
@@ -10,7 +10,4 @@ BACKBONES: dict[str, str] = {
 
 
 def backbone_class(name: str):
-    if name not in BACKBONES:
-        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(sorted(BACKBONES))}")
-    module, cls = BACKBONES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(BACKBONES, name, "model")

@@ -1,7 +1,7 @@
 """Objectives by name (``objective: {kind: NAME}``), imported lazily, as ``models/registry.py`` does for backbones."""
 from __future__ import annotations
 
-import importlib
+from ..lazy_registry import resolve
 
 OBJECTIVES: dict[str, str] = {
     "supervised": "forcefit.objectives.supervised:Supervised",
@@ -10,10 +10,7 @@ OBJECTIVES: dict[str, str] = {
 
 
 def objective_class(kind: str):
-    if kind not in OBJECTIVES:
-        raise ValueError(f"unknown objective '{kind}'; choose one of: {', '.join(sorted(OBJECTIVES))}")
-    module, cls = OBJECTIVES[kind].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(OBJECTIVES, kind, "objective")
 
 
 def parse_objective(entry) -> "object":
