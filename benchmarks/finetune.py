@@ -19,12 +19,16 @@ Arms, all equivariant-ace with the same options and seed:
   pretrain + finetune minutes (the two stages' budget together), predicting dft.
 Every run validates each epoch; ``first_val`` is the validation force MAE after the first epoch
 (fine-tuning must not diverge). Runs of a pair train side by side, one thread each (--parallel).
-A run folder that finished is read back, an unfinished one resumes (--workdir). MACE's own
-fine-tuning (``--foundation_model``) is not part of this script yet.
+A run folder that finished is read back, an unfinished one resumes (--workdir).
+
+``--mace`` adds MACE (mace-torch 0.3.16, benchmarks/mace_baseline.py) side by side: trained on the
+50 DFT frames alone (--finetune-minutes), and pretrained on the same xTB frames (--pretrain-minutes)
+then fine-tuned with its own ``--foundation_model`` option (--finetune-minutes).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -106,6 +110,31 @@ def xtb_cpu_seconds(db: Path) -> float | None:
     return level["cpu_total"] if level else None
 
 
+def mace_arms(paths: dict, e0s: Path, run: Path, seed: int, args) -> dict:
+    """MACE on the DFT frames alone, and MACE pretrained on the xTB frames then fine-tuned with --foundation_model.
+
+    Each arm leaves its result JSON in its folder and is read back when called again."""
+    from mace_baseline import run_mace
+
+    def once(name, *a, **kw):
+        done = run / name / "summary.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        r = run_mace(*a, workdir=run / name, seed=seed, threads=args.threads, md_steps=0, **kw)
+        out = {"test_forces_mae_meV_per_A": r["test_forces_mae_meV_per_A"], "test_energy_mae_meV_per_atom": r["test_energy_mae_meV_per_atom"],
+               "epochs": r["epochs"], "wall_minutes": r["wall_minutes"], "first_val_forces_mae_meV_per_A": None,
+               "model_path": r["model_path"]}
+        save_json(done, out)
+        return out
+
+    out = {"MACE accurate-only": once("mace_accurate", paths["dft_train"], paths["dft_valid"], paths["test"], e0s, args.finetune_minutes)}
+    # the xTB level's reference energies: MACE's least-squares average
+    out["MACE pretrain"] = once("mace_pretrain", paths["xtb"], paths["xtb_valid"], paths["test"], "average", args.pretrain_minutes)
+    out["MACE finetune (--foundation_model)"] = once("mace_finetune", paths["dft_train"], paths["dft_valid"], paths["test"], e0s,
+                                                     args.finetune_minutes, foundation_model=out["MACE pretrain"]["model_path"])
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--molecules", nargs="+", default=list(MOLECULES), choices=MOLECULES)
@@ -115,6 +144,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--parallel", action="store_true", help="train the two runs of each pair side by side")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--mace", action="store_true", help="also MACE from scratch and MACE pretrained on xTB + fine-tuned")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/finetune.json"))
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="finetune_bench_"))
@@ -147,17 +177,21 @@ def main() -> None:
             names = ["accurate-only"] + [name for name, _ in modes]
             for k in range(0, len(second), 2):  # two at a time: one core each
                 results.update(zip(names[k:k + 2], map_jobs(train_job, second[k:k + 2], args.parallel)))
+            if args.mace:
+                results.update(mace_arms(paths, e0s, run, seed, args))
             base = results["accurate-only"]["test_forces_mae_meV_per_A"]
             xtb_cpu = xtb_cpu_seconds(run / "xtb.db")
-            for name in ["accurate-only", "pretrain", *[n for n, _ in modes], "multi-level"]:
+            mace_names = ["MACE accurate-only", "MACE pretrain", "MACE finetune (--foundation_model)"] if args.mace else []
+            for name in ["accurate-only", "pretrain", *[n for n, _ in modes], "multi-level", *mace_names]:
                 r = results[name]
                 rows.append({
                     "molecule": molecule, "seed": seed, "recipe": name,
                     "F_test": r["test_forces_mae_meV_per_A"], "E_test": r["test_energy_mae_meV_per_atom"],
                     "F_ratio": r["test_forces_mae_meV_per_A"] / base, "first_val_F": r["first_val_forces_mae_meV_per_A"],
                     "epochs": r["epochs"], "minutes": r["wall_minutes"],
-                    "n_dft": 0 if name == "pretrain" else 50, "n_xtb": 0 if name == "accurate-only" else len(ase.io.read(paths["xtb"], ":")),
-                    "xtb_cpu_s": None if name == "accurate-only" else xtb_cpu,
+                    "n_dft": 0 if name.endswith("pretrain") else 50,
+                    "n_xtb": 0 if name.endswith("accurate-only") else len(ase.io.read(paths["xtb"], ":")),
+                    "xtb_cpu_s": None if name.endswith("accurate-only") else xtb_cpu,
                 })
             save_json(args.json, rows)
     print_table("Fine-tuning from GFN2-xTB, equivariant-ace", rows, [

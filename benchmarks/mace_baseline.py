@@ -80,10 +80,13 @@ def _worker(python: Path, args: list, threads: int, log_path: Path, timeout: flo
 
 
 def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, seed: int = 0,
-             workdir: str | Path = "mace_run", threads: int = 2, md_steps: int = 300, md_threads: int = 1) -> dict:
+             workdir: str | Path = "mace_run", threads: int = 2, md_steps: int = 300, md_threads: int = 1,
+             foundation_model: str | Path | None = None) -> dict:
     """Train MACE for `minutes` of training-loop wall time, then test it and time MD through its ASE calculator.
 
     e0s_xyz_or_dict: an extxyz of isolated atoms (energy per element), a {Z: eV} dict, or "average".
+    foundation_model: a MACE .model file to fine-tune (MACE's own ``--foundation_model``, single head:
+    ``--multiheads_finetuning=False``; the architecture then comes from that file).
     md_threads defaults to 1 to match common.md_steps_per_second, which times the forcefit models.
     Returns test energy/force MAE, training structures/s (median per-epoch rate, first epoch
     excluded, as for forcefit), MD steps/s for the first test molecule, epochs, n_train, wall_minutes.
@@ -104,7 +107,9 @@ def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, se
                              "--energy_key=REF_energy", "--forces_key=REF_forces", f"--E0s={prep['e0s']}",
                              "--model=ScaleShiftMACE", "--hidden_irreps=32x0e+32x1o", "--r_max=5.0", "--default_dtype=float32",
                              "--device=cpu", "--batch_size=5", "--valid_batch_size=5", "--max_num_epochs=1000000",
-                             "--ema", "--ema_decay=0.99", "--amsgrad", "--plot=False", "--save_cpu"],
+                             "--ema", "--ema_decay=0.99", "--amsgrad", "--plot=False", "--save_cpu",
+                             *([f"--foundation_model={Path(foundation_model).resolve()}", "--multiheads_finetuning=False"]
+                               if foundation_model else [])],
                     threads, workdir / "train.log", timeout=minutes * 60 + 1800)
     wall = time.perf_counter() - start
     model = workdir / "mace.model"

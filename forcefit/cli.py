@@ -12,7 +12,8 @@ from rich.console import Console
 from .atomic_file import write_text_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train equivariant force fields from few expensive labels.")
-console = Console()
+# in a log file rich would wrap tables at 80 columns, squeezing every cell to an ellipsis
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
