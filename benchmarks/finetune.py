@@ -127,9 +127,13 @@ def mace_arms(paths: dict, e0s: Path, run: Path, seed: int, args) -> dict:
         save_json(done, out)
         return out
 
-    out = {"MACE accurate-only": once("mace_accurate", paths["dft_train"], paths["dft_valid"], paths["test"], e0s, args.finetune_minutes)}
-    # the xTB level's reference energies: MACE's least-squares average
-    out["MACE pretrain"] = once("mace_pretrain", paths["xtb"], paths["xtb_valid"], paths["test"], "average", args.pretrain_minutes)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # side by side (each run is its own process): DFT-only, and pretraining on xTB with MACE's least-squares E0s
+    with ThreadPoolExecutor(2 if args.parallel else 1) as pool:
+        accurate = pool.submit(once, "mace_accurate", paths["dft_train"], paths["dft_valid"], paths["test"], e0s, args.finetune_minutes)
+        pretrain = pool.submit(once, "mace_pretrain", paths["xtb"], paths["xtb_valid"], paths["test"], "average", args.pretrain_minutes)
+        out = {"MACE accurate-only": accurate.result(), "MACE pretrain": pretrain.result()}
     out["MACE finetune (--foundation_model)"] = once("mace_finetune", paths["dft_train"], paths["dft_valid"], paths["test"], e0s,
                                                      args.finetune_minutes, foundation_model=out["MACE pretrain"]["model_path"])
     return out
