@@ -20,10 +20,10 @@ from ..data.reference_energies import e0s_least_squares
 from ..model_file import load_model, read_model_file
 
 
-def init_architecture(cfg: FinetuneConfig, species: list[int], levels: list[str], default_level: str) -> tuple[dict, dict]:
+def init_architecture(cfg: FinetuneConfig, species: list[int], levels: list[str], default_level: str) -> dict:
     """The architecture of the fine-tuning model: the file's backbone with this run's species and levels.
 
-    Returns (architecture, file payload). Refuses new elements when ``new_species: refuse``.
+    Refuses new elements when ``new_species: refuse``.
     """
     payload = read_model_file(cfg.init)
     source = payload["architecture"]
@@ -35,7 +35,7 @@ def init_architecture(cfg: FinetuneConfig, species: list[int], levels: list[str]
                           "use finetune.new_species: add to give them new embeddings")
     architecture = {k: v for k, v in source.items() if k not in ("e0s", "shift", "levels", "default_level", "aux_heads")}
     architecture.update(species=sorted(set(source["species"]) | set(species)), levels=levels, default_level=default_level)
-    return architecture, payload
+    return architecture
 
 
 def transfer_weights(target: torch.nn.Module, cfg: FinetuneConfig) -> list[str]:

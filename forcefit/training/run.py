@@ -190,7 +190,7 @@ def _build_model(config: RunConfig, data: RunData, aux_heads: tuple[str, ...], d
         architecture = architecture_of(config, data, aux_heads)
     else:
         try:
-            architecture, _ = finetune.init_architecture(ft, data.species, data.levels, data.default_level)
+            architecture = finetune.init_architecture(ft, data.species, data.levels, data.default_level)
         except ModelFileError as exc:
             raise ConfigError(f"finetune.init: {exc}") from None
         architecture.update(aux_heads=tuple(aux_heads), e0s=data.e0s, shift=data.shift)
