@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..config import RunConfig
 from ..data import DataError, Frame, read_frames, resolve_e0s, split_indices, validate_frames
@@ -103,6 +103,9 @@ def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
         if not frames:
             raise DataError(f"no training frame has level '{level}', so its head has nothing to learn from", field="levels.heads")
         spec = config.levels.e0s.get(level, d.e0s) if multi else d.e0s
+        if spec == "least_squares" and all(f.energy is None for f in frames):
+            spec = "zero"  # nothing to fit (unlabelled frames, forces only): a fine-tuning run refits them
+            rank_zero_info(f"no training frame{'' if not multi else f' of level {level}'} has an energy: E0s set to zero")
         e0s[level] = resolve_e0s(spec, frames, species)
         labelled = [f for f in frames if f.energy is not None]
         level_totals = [f.energy - sum(e0s[level][int(z)] for z in f.numbers) for f in labelled]  # energy after E0s, eV

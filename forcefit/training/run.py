@@ -64,7 +64,7 @@ def frame_needs(config: RunConfig) -> FrameNeeds:
     """What every training frame must carry: the union of what the run's objectives declare."""
     from ..objectives.registry import objective_class
 
-    needs = FrameNeeds()
+    needs = FrameNeeds(any_label=False)  # the union starts from nothing: an objective that needs no label adds none
     for entry in config.objective:
         needs = needs.merge(objective_class(entry.kind).frame_needs(entry, config.training))
     return needs
@@ -112,8 +112,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     potential, architecture = _build_model(config, data, aux_heads, dtype)
     val_interval = validation_interval(t.val_interval, len(data.train))
     groups = finetune.parameter_groups(potential, config.finetune)
+    monitor = _validation_monitor(config, data)
     module = ForceFieldModule(potential, objectives, t, seed=config.seed, val_interval=val_interval,
-                              validation_loss=SupervisedLoss.from_training(t), param_groups=groups)
+                              validation_loss=SupervisedLoss.from_training(t) if monitor else None, param_groups=groups)
 
     collate = Collater(dtype)
     levels = data.levels if data.multi_level else None
@@ -127,8 +128,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     # Lightning's save_last rewrites last.ckpt only when the monitored checkpoint improves, so a run killed on a
     # plateau would lose every epoch since its best; an unmonitored checkpoint is rewritten at every validation.
     latest = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [checkpoint, latest, ValidateFinalEpoch(val_interval), *(callbacks or [])]
-    if t.patience:  # EarlyStopping counts validations, the setting counts epochs
+    if monitor is None:  # nothing ranks checkpoints: the latest is the one exported
+        checkpoint = latest
+    callbacks = [*dict.fromkeys([checkpoint, latest]), ValidateFinalEpoch(val_interval), *(callbacks or [])]
+    if t.patience and monitor:  # EarlyStopping counts validations, the setting counts epochs
         callbacks.append(EarlyStopping(monitor="val_loss", patience=math.ceil(t.patience / val_interval)))
     bar = t.progress and output_is_terminal()  # in a log file a redrawn bar is thousands of lines
     if bar:
@@ -180,6 +183,22 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         save_model(final, architecture, model_path, config=config.model_dump())
         metrics = _finish(final, data, out)
     return TrainResult(out, model_path, metrics)
+
+
+def _validation_monitor(config: RunConfig, data: RunData) -> str | None:
+    """'val_loss', or None when no validation frame has a label the loss uses (unlabelled frames, e.g. score
+    matching): then nothing can rank checkpoints, and the run keeps its final weights."""
+    t = config.training
+    labelled = any((f.energy is not None and t.energy_weight > 0) or (f.forces is not None and t.forces_weight > 0)
+                   for f in data.valid)
+    if labelled:
+        return "val_loss"
+    if t.scheduler == "plateau":
+        raise ConfigError("training.scheduler: 'plateau' follows the validation loss, but no validation frame has a label "
+                          "(give labelled validation frames with data.valid, or use 'cosine')")
+    rank_zero_info("no validation frame has a label the loss uses: the run keeps its final weights"
+                   + (" (training.patience is ignored)" if t.patience else ""))
+    return None
 
 
 def _build_model(config: RunConfig, data: RunData, aux_heads: tuple[str, ...], dtype) -> tuple[torch.nn.Module, dict]:

@@ -1,0 +1,117 @@
+"""Score matching on unlabelled Boltzmann samples (ASTEROID's unlabelled variant, Bukharin et al., ICML 2023).
+
+Frames sampled from p(x) ∝ exp(−E(x)/k_B·T) (MD at T with the cheap method)
+carry information about the forces without any label: the score ∇log p is
+F/k_B·T. For a conservative model (F̂ = −∂Ê/∂x) Hyvärinen's objective, times
+(k_B·T)², is
+
+    J = E_x[ k_B·T · tr(∂F̂/∂x) + ½‖F̂‖² ]        (eV²/Å²)
+
+and is minimised by the true forces. Two estimators:
+- ``sliced`` (Hutchinson): tr(∂F̂/∂x) ≈ mean over random v (Rademacher, E[vvᵀ] = I)
+  of vᵀ ∂(F̂·v)/∂x, one Hessian-vector product per projection;
+- ``denoising``: corrupt x by δ ~ N(0, σ²I) and regress F̂(x + δ) on the score of the
+  Gaussian kernel scaled to forces, −k_B·T·δ/σ² (cheaper: no second derivative).
+
+Both are reported per force component (divided by 3·atoms, per-frame weights
+applied), so ``weight`` plays the role λ_F plays for labelled forces. Fixed atoms
+are neither projected nor moved nor counted. Energies are not learned (the
+objective has none): a fine-tuning stage refits the energy offsets.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from ase.units import kB
+from pydantic import Field
+
+from ..data.neighbors import rebuild_edges
+from ..models.scatter import scatter_sum
+from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
+
+
+class ScoreMatchingConfig(ObjectiveConfig):
+    """``objective: {kind: score-matching, temperature: K, ...}``: unlabelled frames sampled at ``temperature``."""
+
+    kind: Literal["score-matching"] = "score-matching"
+    temperature: float = Field(..., gt=0, description="Temperature (K) the frames were sampled at (Boltzmann samples, e.g. NVT MD).")
+    estimator: Literal["sliced", "denoising"] = Field(
+        "sliced", description="'sliced': Hutchinson trace estimate (exact in expectation, one Hessian-vector product per "
+        "projection); 'denoising': Gaussian-noise score matching (cheaper, biased by σ).")
+    projections: int = Field(1, ge=1, description="Random projections per step for the sliced estimator.")
+    sigma: float = Field(0.02, gt=0, description="Noise standard deviation σ (Å) of the denoising estimator.")
+    weight: float = Field(100.0, ge=0, description="Multiplies the objective (eV²/Å² per component), like λ_F for forces.")
+
+
+def _per_component_mean(per_atom: torch.Tensor, atoms: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Weighted mean over frames of Σ_atoms(per_atom)/(3·counted atoms), frames weighted by their ``weight`` tag."""
+    g = batch["ptr"].shape[0] - 1
+    counted = atoms.to(per_atom.dtype)
+    sums = scatter_sum(per_atom * counted, batch["batch"], g)
+    n = scatter_sum(counted, batch["batch"], g)
+    w = batch["weight"].to(per_atom.dtype) * (n > 0).to(per_atom.dtype)
+    return (w * sums / (3 * n.clamp_min(1))).sum() / w.sum().clamp_min(1e-12)
+
+
+def rademacher(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+
+
+def sliced_score_loss(model, batch: dict, kT: float, projections: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """mean[k_B·T · mean_k v_kᵀ ∂(F̂·v_k)/∂x + ½‖F̂‖²] per component, for given projections v_k (N, 3)."""
+    out = model(batch, compute_forces=True)
+    forces, positions = out["forces"], out["positions"]
+    free = ~batch["fixed"]
+    trace = forces.new_zeros(forces.shape[0])
+    for v in projections:
+        v = v * free.unsqueeze(-1).to(v.dtype)
+        (hv,) = torch.autograd.grad((forces * v).sum(), positions, create_graph=True)
+        trace = trace + (hv * v).sum(-1) / len(projections)
+    per_atom = kT * trace + 0.5 * (forces**2).sum(-1)
+    loss = _per_component_mean(per_atom, free, batch)
+    return loss, {"score_divergence": _per_component_mean(trace.detach(), free, batch),
+                  "score_force_norm": _per_component_mean((forces.detach() ** 2).sum(-1), free, batch)}
+
+
+def denoising_score_loss(model, batch: dict, kT: float, displacement: torch.Tensor, sigma: float, cutoff: float):
+    """mean ‖F̂(x + δ) + k_B·T·δ/σ²‖² per component, for a given displacement δ (N, 3), zero on fixed atoms."""
+    free = ~batch["fixed"]
+    displacement = displacement * free.unsqueeze(-1).to(displacement.dtype)
+    noisy = rebuild_edges({**batch, "positions": batch["positions"] + displacement}, cutoff)
+    out = model(noisy, compute_forces=True)
+    target = -kT * displacement / sigma**2
+    loss = _per_component_mean(((out["forces"] - target) ** 2).sum(-1), free, batch)
+    return loss, {"score_target_rms": (target[free] ** 2).mean().sqrt().detach()}
+
+
+class ScoreMatching:
+    """Score-matching objective: trains forces on unlabelled frames (labels, if any, are ignored)."""
+
+    Config = ScoreMatchingConfig
+    aux_heads: tuple[str, ...] = ()
+
+    def __init__(self, cfg: ScoreMatchingConfig, context: ObjectiveContext):
+        self.cfg, self.cutoff = cfg, context.cutoff
+        self.kT = float(kB * cfg.temperature)  # eV
+
+    @staticmethod
+    def frame_needs(cfg: ScoreMatchingConfig, training) -> FrameNeeds:
+        return FrameNeeds(any_label=False)
+
+    def __call__(self, model, batch: dict, progress: float = 0.0, generator: torch.Generator | None = None):
+        c, x = self.cfg, batch["positions"]
+        if c.estimator == "sliced":
+            vs = [rademacher(x.shape, generator, x) for _ in range(c.projections)]
+            loss, metrics = sliced_score_loss(model, batch, self.kT, vs)
+        else:
+            delta = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * c.sigma
+            loss, metrics = denoising_score_loss(model, batch, self.kT, delta, c.sigma, self.cutoff)
+        metrics["loss_score"] = loss.detach()
+        return c.weight * loss, metrics
+
+    def describe(self, frames) -> list[str]:
+        how = (f"sliced, {self.cfg.projections} projection(s)" if self.cfg.estimator == "sliced"
+               else f"denoising, σ = {self.cfg.sigma:g} Å")
+        return [f"score matching on {len(frames)} frames sampled at {self.cfg.temperature:g} K "
+                f"(k_B·T = {self.kT * 1000:.2f} meV; {how}); their labels, if any, are not used"]
