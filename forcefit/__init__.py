@@ -60,7 +60,8 @@ def load(path: str | Path, device: str = "cpu", dtype: Any = None, compile: bool
     calculator predicts (default: the level the file names as its default).
     The calculator runs in the dtype the model was trained in unless ``dtype``
     (e.g. ``torch.float64`` for tight energy conservation) says otherwise;
-    ``compile=True`` trades a one-off compilation for faster MD.
+    ``compile=True`` trades a one-off compilation for faster MD. A Δ model (a file with a
+    baseline, ``forcefit.baseline``) predicts network + baseline, here and in ``evaluate``.
     """
     from .model_file import load_model
     from .simulate.calculator import ForcefitCalculator

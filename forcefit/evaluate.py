@@ -4,6 +4,7 @@ Units: the code works in eV and eV/Å; metrics are reported in meV, meV/atom
 and meV/Å because that is how the field quotes them. Frames lacking a label
 are skipped for the metrics of that label only, and the counts say how many
 were used, so an energy MAE over 3 frames is never mistaken for one over 3000.
+A Δ model's predictions include its baseline (``forcefit.baseline``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .baseline import baseline_labels, baseline_of
 from .data.batch import batch_from_frames
 from .data.frame import Frame
 from .data.validate import unknown_elements
@@ -61,7 +63,8 @@ def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: st
     to the potential's parameter dtype. Frames are batched only for speed:
     each graph is independent, so results do not depend on ``batch_size``
     beyond floating-point summation order. ``level``: which level of theory a
-    multi-level model predicts (default: the model's default level).
+    multi-level model predicts (default: the model's default level). A Δ model
+    (a model file with a baseline) predicts network + baseline, as in MD.
     """
     frames = list(frames)
     _check_species(potential, frames)
@@ -82,8 +85,14 @@ def predict(potential, frames: Sequence[Frame], batch_size: int = 32, device: st
             f = out["forces"].detach().to("cpu", torch.float64).numpy()
             bounds = batch["ptr"].cpu().numpy()
             forces.extend(f[bounds[k]:bounds[k + 1]].copy() for k in range(len(chunk)))
+    energy = np.concatenate(energies) if energies else np.zeros(0)
+    baseline = baseline_of(potential)
+    if baseline is not None:
+        for k, (base_energy, base_forces) in enumerate(baseline_labels(frames, baseline)):
+            energy[k] += base_energy
+            forces[k] += base_forces
     return {
-        "energy": np.concatenate(energies) if energies else np.zeros(0),
+        "energy": energy,
         "forces": forces,
         "n_atoms": np.array([f.n_atoms for f in frames], dtype=np.int64),
     }

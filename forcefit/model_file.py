@@ -1,5 +1,9 @@
 """The trained-model file: one file with version, species, cutoff, units, levels, E0s, config and weights.
 
+A Δ model also names its baseline, the cheap method its predictions are
+added to (``forcefit.baseline``); ``load_model`` keeps it in
+``potential.metadata["baseline"]``, where the calculator and ``evaluate`` find it.
+
 Loads on CPU whatever device trained it. Training-only parts (auxiliary heads
 such as the DeNS noise head, which live outside the backbone) are dropped at
 export, so inference never pays for them. Never imports training code.
@@ -12,6 +16,7 @@ import torch
 
 from ._version import __version__
 from .atomic_file import atomic_torch_save
+from .baseline import Baseline
 from .models.base import resolved_options
 from .models.build import build_potential
 from .models.potential import Potential
@@ -20,7 +25,10 @@ FORMAT = "forcefit-model"
 # 2: equivariant-ace files name their edge_l_max (its default changed from l_max to 3).
 # 3: files record every backbone option, defaults resolved (an older forcefit may not know newer options).
 # 4: levels of theory (one energy head, E0 set and shift each) and the level predicted by default.
-FORMAT_VERSION = 4
+# 5: an optional baseline (Δ-learning). Only files with one are written as 5, so an older forcefit
+#    refuses them (rather than predicting the correction alone) and still reads all others.
+FORMAT_VERSION = 5
+_FORMAT_WITHOUT_BASELINE = 4
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å"}
 INFERENCE_HEADS = ("forces",)  # vector heads kept in exported models
 
@@ -29,8 +37,13 @@ class ModelFileError(ValueError):
     """A model file that cannot be loaded, with the reason."""
 
 
-def save_model(potential: Potential, architecture: dict, path: str | Path, config: dict | None = None) -> None:
-    """Write ``potential`` (weights + architecture, without auxiliary heads) atomically to ``path``."""
+def save_model(potential: Potential, architecture: dict, path: str | Path, config: dict | None = None,
+               baseline: "str | dict | Baseline | None" = None) -> None:
+    """Write ``potential`` (weights + architecture, without auxiliary heads) atomically to ``path``.
+
+    ``baseline`` (e.g. ``"gfn2"``): the network was trained on labels minus this cheap method,
+    which inference adds back (``forcefit.baseline``).
+    """
     arch = {k: v for k, v in architecture.items() if k != "aux_heads"}
     arch["vector_heads"] = tuple(h for h in architecture.get("vector_heads", ()) if h in INFERENCE_HEADS)
     arch["levels"], arch["default_level"] = list(potential.levels), potential.default_level
@@ -41,7 +54,7 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
     state = inference_state_dict(potential, arch)
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if baseline is not None else _FORMAT_WITHOUT_BASELINE,
         "forcefit_version": __version__,
         "species": list(potential.species),
         "levels": list(potential.levels),
@@ -53,6 +66,8 @@ def save_model(potential: Potential, architecture: dict, path: str | Path, confi
         "config": config or {},
         "state_dict": state,
     }
+    if baseline is not None:
+        payload["baseline"] = Baseline.of(baseline).entry()
     atomic_torch_save(payload, path)
 
 
@@ -106,6 +121,11 @@ def read_model_file(path: str | Path) -> dict:
             f"{path}: model file format {version} was written by forcefit {payload.get('forcefit_version')}; "
             f"this forcefit ({__version__}) reads formats up to {FORMAT_VERSION}: upgrade forcefit"
         )
+    if "baseline" in payload:
+        try:
+            payload["baseline"] = Baseline.of(payload["baseline"]).entry()
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: bad baseline entry {payload['baseline']!r} ({exc})") from None
     try:
         return _upgrade(payload)
     except ModelFileError as exc:
@@ -120,6 +140,7 @@ def _upgrade(payload: dict) -> dict:
     which are the ones it was written with.
     3 → 4: one level ("default"): E0s and shift become per-level; the ``head_layer`` option
     of equivariant-ace (a head read through an extra layer) left the backbone with the heads.
+    4 → 5: nothing to change; a file without a baseline has none.
     """
     if payload["format_version"] < 2 and payload.get("architecture", {}).get("name") == "equivariant-ace":
         arch = payload["architecture"]

@@ -11,16 +11,24 @@ depend on the atomic numbers alone (species, batch index) are reused while
 the numbers are unchanged. vesin is called directly (one NeighborList
 object, only the quantities needed) rather than through
 forcefit.data.neighbors, which saves its per-call conversions.
+
+A Δ model (a model file with a baseline, ``forcefit.baseline``) adds the
+cheap method's energy and forces to the network's every call; for xTB that
+is one SCF per step and usually costs more than the network.
+``model_seconds`` and ``baseline_seconds`` add up the wall time of each
+part, so an MD benchmark can report where a step's time goes.
 """
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 from vesin import NeighborList
 
+from ..baseline import baseline_of
 from ..data.validate import unknown_elements
 
 _NO_BOX = np.zeros((3, 3))
@@ -59,6 +67,11 @@ class ForcefitCalculator(Calculator):
         self._nl = NeighborList(cutoff=self.cutoff, full_list=True)
         self._numbers: np.ndarray | None = None
         self._fixed: dict = {}
+        self.baseline = baseline_of(potential)  # None, or the cheap method this Δ model's predictions are added to
+        if self.baseline is not None:
+            self.baseline.check()
+        self.model_seconds = 0.0  # wall time in the network (graph, forward, forces), summed over calls
+        self.baseline_seconds = 0.0  # wall time in the baseline, summed over calls
 
     def _per_structure(self, numbers: np.ndarray) -> dict:
         """Tensors that depend only on the atomic numbers, re-made (and re-checked) when they change."""
@@ -124,10 +137,15 @@ class ForcefitCalculator(Calculator):
         # self.atoms; Calculator.calculate would copy them a second time.
         if atoms is not None and (self.atoms is None or self.check_state(atoms)):
             self.atoms = atoms.copy()
+        start = time.perf_counter()
         out = self.potential(self.build_batch(self.atoms), compute_forces=True)
         energy = float(out["energy"].detach()[0])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out["forces"].detach().to("cpu", torch.float64).numpy(),
-        }
+        forces = out["forces"].detach().to("cpu", torch.float64).numpy()
+        done = time.perf_counter()
+        self.model_seconds += done - start
+        if self.baseline is not None:
+            a = self.atoms
+            base_energy, base_forces = self.baseline.compute(a.numbers, a.positions, a.cell.array, a.pbc)
+            energy, forces = energy + base_energy, forces + base_forces
+            self.baseline_seconds += time.perf_counter() - done
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
