@@ -1,4 +1,4 @@
-"""The ``forcefit`` command line: train, eval, md, demo (and the labelling commands)."""
+"""The ``forcefit`` command line: train, eval, md, compare, pipeline, demo (and the labelling commands)."""
 from __future__ import annotations
 
 import json
@@ -240,6 +240,47 @@ def demo(
 
         fail(escape(str(exc)))  # "[label]" is not rich markup
     run_demo(out, n_frames=frames, minutes=minutes, console=console)
+
+
+@app.command()
+def pipeline(
+    config: Optional[Path] = typer.Argument(None, help="Pipeline config (YAML); see --example asteroid."),
+    report: bool = typer.Option(False, "--report", help="Print the comparison table of the finished recipes and write "
+                                "OUT/report.json and OUT/report.png (accuracy against labelling cost); trains nothing."),
+    example: Optional[str] = typer.Option(None, "--example", help="Print a commented example config: asteroid."),
+    resamples: int = typer.Option(10000, "--resamples", min=1, help="Bootstrap resamples of the paired comparisons (--report)."),
+):
+    """Run every stage of every recipe in order (finished stages are skipped, a killed one resumes), or report on them."""
+    from rich.markup import escape
+
+    if example is not None:
+        from .pipeline.example import EXAMPLES
+
+        if example not in EXAMPLES:
+            fail(f"--example {example}: choose from {', '.join(EXAMPLES)}")
+        typer.echo(EXAMPLES[example], nl=False)
+        return
+    if config is None:
+        fail("give a pipeline config (forcefit pipeline --example asteroid prints one)")
+    from .pipeline import Pipeline, PipelineConfig
+    from .pipeline.report import build_report, report_table
+
+    try:
+        cfg = PipelineConfig.load(config)
+        if report:
+            result = build_report(cfg.out, cfg.recipes, resamples=resamples)
+            console.print(report_table(result))
+            for p in result["paired"]:
+                console.print(f"{p['other']} against {p['baseline']}: force MAE {p['forces_change_pct']:+.1f}% "
+                              f"[{p['ci_low_pct']:+.1f}, {p['ci_high_pct']:+.1f}] (paired bootstrap, 95%)", highlight=False)
+            console.print(f"written: {Path(cfg.out) / 'report.json'}, {Path(cfg.out) / 'report.png'}", highlight=False)
+            return
+        Pipeline(cfg, log=lambda line: console.print(escape(line), highlight=False)).run()
+    except _user_errors() as exc:
+        fail(escape(str(exc)))
+    except KeyboardInterrupt:
+        fail("interrupted: finished stages are kept and a stage resumes from its last checkpoint; run the same command again")
+    console.print(f"done: forcefit pipeline {config} --report compares the recipes", highlight=False)
 
 
 def _register_labelling() -> None:
