@@ -23,7 +23,7 @@ TINY = {"model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
 
 
 def test_unknown_objective_is_a_clear_config_error():
-    with pytest.raises(ConfigError, match="objective: .*unknown objective 'denoise'; choose one of: dens, score-matching, supervised"):
+    with pytest.raises(ConfigError, match="objective: .*unknown objective 'denoise'; choose one of: dens, force-centric, score-matching, supervised"):
         build_config({"objective": {"kind": "denoise"}})
     with pytest.raises(ConfigError, match="objective.sigmaa"):
         build_config({"objective": [{"kind": "supervised"}, {"kind": "dens", "sigmaa": 0.1}]})

@@ -40,3 +40,13 @@ def graph_mean(values: torch.Tensor, batch: dict) -> torch.Tensor:
     """Mean of per-atom values within each structure (G,)."""
     n = batch["ptr"].shape[0] - 1
     return scatter_sum(values, batch["batch"], n) / batch["num_atoms"].to(values.dtype)
+
+
+def per_component_mean(per_atom: torch.Tensor, atoms: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Weighted mean over frames of Σ_atoms(per_atom)/(3·counted atoms), frames weighted by their ``weight`` tag."""
+    g = batch["ptr"].shape[0] - 1
+    counted = atoms.to(per_atom.dtype)
+    sums = scatter_sum(per_atom * counted, batch["batch"], g)
+    n = scatter_sum(counted, batch["batch"], g)
+    w = batch["weight"].to(per_atom.dtype) * (n > 0).to(per_atom.dtype)
+    return (w * sums / (3 * n.clamp_min(1))).sum() / w.sum().clamp_min(1e-12)

@@ -6,6 +6,7 @@ from ..lazy_registry import resolve
 OBJECTIVES: dict[str, str] = {
     "supervised": "forcefit.objectives.supervised:Supervised",
     "dens": "forcefit.objectives.dens:Dens",
+    "force-centric": "forcefit.objectives.force_centric:ForceCentric",
     "score-matching": "forcefit.objectives.score_matching:ScoreMatching",
 }
 

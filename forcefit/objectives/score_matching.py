@@ -27,8 +27,8 @@ from ase.units import kB
 from pydantic import Field
 
 from ..data.neighbors import rebuild_edges
-from ..models.scatter import scatter_sum
 from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
+from .losses import per_component_mean
 
 
 class ScoreMatchingConfig(ObjectiveConfig):
@@ -42,16 +42,6 @@ class ScoreMatchingConfig(ObjectiveConfig):
     projections: int = Field(1, ge=1, description="Random projections per step for the sliced estimator.")
     sigma: float = Field(0.02, gt=0, description="Noise standard deviation σ (Å) of the denoising estimator.")
     weight: float = Field(100.0, ge=0, description="Multiplies the objective (eV²/Å² per component), like λ_F for forces.")
-
-
-def _per_component_mean(per_atom: torch.Tensor, atoms: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Weighted mean over frames of Σ_atoms(per_atom)/(3·counted atoms), frames weighted by their ``weight`` tag."""
-    g = batch["ptr"].shape[0] - 1
-    counted = atoms.to(per_atom.dtype)
-    sums = scatter_sum(per_atom * counted, batch["batch"], g)
-    n = scatter_sum(counted, batch["batch"], g)
-    w = batch["weight"].to(per_atom.dtype) * (n > 0).to(per_atom.dtype)
-    return (w * sums / (3 * n.clamp_min(1))).sum() / w.sum().clamp_min(1e-12)
 
 
 def rademacher(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -69,9 +59,9 @@ def sliced_score_loss(model, batch: dict, kT: float, projections: list[torch.Ten
         (hv,) = torch.autograd.grad((forces * v).sum(), positions, create_graph=True)
         trace = trace + (hv * v).sum(-1) / len(projections)
     per_atom = kT * trace + 0.5 * (forces**2).sum(-1)
-    loss = _per_component_mean(per_atom, free, batch)
-    return loss, {"score_divergence": _per_component_mean(trace.detach(), free, batch),
-                  "score_force_norm": _per_component_mean((forces.detach() ** 2).sum(-1), free, batch)}
+    loss = per_component_mean(per_atom, free, batch)
+    return loss, {"score_divergence": per_component_mean(trace.detach(), free, batch),
+                  "score_force_norm": per_component_mean((forces.detach() ** 2).sum(-1), free, batch)}
 
 
 def denoising_score_loss(model, batch: dict, kT: float, displacement: torch.Tensor, sigma: float, cutoff: float):
@@ -81,7 +71,7 @@ def denoising_score_loss(model, batch: dict, kT: float, displacement: torch.Tens
     noisy = rebuild_edges({**batch, "positions": batch["positions"] + displacement}, cutoff)
     out = model(noisy, compute_forces=True)
     target = -kT * displacement / sigma**2
-    loss = _per_component_mean(((out["forces"] - target) ** 2).sum(-1), free, batch)
+    loss = per_component_mean(((out["forces"] - target) ** 2).sum(-1), free, batch)
     return loss, {"score_target_rms": (target[free] ** 2).mean().sqrt().detach()}
 
 

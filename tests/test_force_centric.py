@@ -1,0 +1,107 @@
+"""Force-centric pretraining objective: each term against its hand value, by frame tag."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.units import kB
+
+from forcefit.data import Frame, batch_from_frames
+from forcefit.objectives.base import ObjectiveContext
+from forcefit.objectives.force_centric import ForceCentric, ForceCentricConfig, force_centric_loss
+from forcefit.objectives.terms import EnergyTerm, ForcesTerm, SupervisedLoss
+
+
+class _Harmonic(torch.nn.Module):
+    """E = ½k‖x − x0‖²: F = −k·(x − x0) (k = 0: a model with zero forces everywhere)."""
+
+    def __init__(self, x0: torch.Tensor, k: float):
+        super().__init__()
+        self.x0, self.k = x0, k
+
+    def forward(self, batch, compute_forces=True, force_condition=None):
+        d = batch["positions"] - self.x0
+        energy = torch.zeros(batch["ptr"].shape[0] - 1, dtype=d.dtype).index_add(0, batch["batch"], 0.5 * self.k * (d**2).sum(-1))
+        return {"energy": energy, "forces": -self.k * d, "vectors": {}}
+
+
+def _frames():
+    rng = np.random.default_rng(0)
+    eq = Frame(positions=rng.normal(0, 1, (3, 3)), numbers=np.array([6, 1, 1]), equilibrium=True)  # no labels
+    off = Frame(positions=rng.normal(0, 1, (2, 3)), numbers=np.array([8, 1]), forces=rng.normal(0, 1, (2, 3)),
+                energy=-5.0, weight=2.0)
+    return [eq, off]
+
+
+def test_harmonic_target_is_minus_k_epsilon():
+    """A harmonic well of stiffness k = k_B·T/σ² about the equilibrium frame is the exact minimiser of the
+    denoising term (loss 0), and zero-force is zero there at x_eq: F̂(x_eq + ε) = −k·ε."""
+    frames = _frames()
+    batch = batch_from_frames(frames, 5.0, torch.float64)
+    sigma, T = 0.04, 300.0
+    k = float(kB * T / sigma**2)
+    assert k == pytest.approx(16.16, rel=1e-3)  # the published default stiffness, about 16 eV/Å²
+    noise = torch.randn(batch["positions"].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sigma
+    loss, metrics = force_centric_loss(_Harmonic(batch["positions"], k), batch, noise, k, forces_weight=0.0, zero_weight=1.0,
+                                       denoise_weight=1.0, cutoff=5.0)
+    assert metrics["loss_denoise"].item() == pytest.approx(0.0, abs=1e-24)
+    assert metrics["loss_zero_force"].item() == pytest.approx(0.0, abs=1e-24)
+    # another stiffness: the hand value mean over the equilibrium atoms of ‖(k − k')ε‖²/3
+    loss2, m2 = force_centric_loss(_Harmonic(batch["positions"], 0.5 * k), batch, noise, k, 0.0, 0.0, 1.0, cutoff=5.0)
+    eps = noise[:3].numpy()
+    assert m2["loss_denoise"].item() == pytest.approx(((0.5 * k * eps) ** 2).sum() / 9, rel=1e-12)
+
+
+def test_zero_force_loss_is_zero_for_a_zero_force_model_and_offeq_frames_train_forces_only():
+    frames = _frames()
+    batch = batch_from_frames(frames, 5.0, torch.float64)
+    zero = _Harmonic(batch["positions"], 0.0)
+    noise = torch.zeros_like(batch["positions"])
+    loss, metrics = force_centric_loss(zero, batch, noise, 16.0, forces_weight=100.0, zero_weight=3.0, denoise_weight=2.0, cutoff=5.0)
+    assert metrics["loss_zero_force"].item() == 0.0 and metrics["loss_denoise"].item() == 0.0
+    # the off-equilibrium frame: the 'mse' force loss of F̂ = 0 against its labels, no energy term (its energy is ignored)
+    expected = (frames[1].forces**2).mean()
+    assert metrics["loss_offeq_forces"].item() == pytest.approx(expected, rel=1e-12)
+    assert loss.item() == pytest.approx(100.0 * expected, rel=1e-12)
+
+
+def test_defaults_weigh_equilibrium_terms_like_force_labels_and_tags_choose_the_terms():
+    ctx = ObjectiveContext(SupervisedLoss([EnergyTerm(1.0), ForcesTerm(80.0)]), cutoff=5.0)
+    obj = ForceCentric(ForceCentricConfig(), ctx)
+    assert (obj.forces_weight, obj.zero_weight, obj.denoise_weight) == (80.0, 80.0, 80.0)
+    assert obj.k == pytest.approx(float(kB * 300 / 0.04**2))
+    # a batch without equilibrium frames has no equilibrium terms
+    frames = _frames()[1:]
+    batch = batch_from_frames(frames, 5.0, torch.float64)
+    _, metrics = obj(_Harmonic(batch["positions"], 1.0), batch, generator=torch.Generator().manual_seed(0))
+    assert set(metrics) == {"loss_offeq_forces"}
+    lines = obj.describe(_frames() + [Frame(positions=np.zeros((1, 3)), numbers=np.array([1]))])
+    assert "1 off-equilibrium" in lines[0] and "1 equilibrium" in lines[0] and "train nothing" in lines[1]
+
+
+def test_force_centric_trains_a_real_backbone_on_a_mixed_pool(tmp_path):
+    """Equilibrium frames without labels and off-equilibrium frames with forces (another level, no energies
+    used) in one run: the data layer accepts them, the backbone trains, every term is logged."""
+    import csv
+
+    import ase.io
+
+    from conftest import make_frames
+    from forcefit.config import build_config
+    from forcefit.training.run import train
+
+    pool = make_frames(16, rattle=0.06)
+    for a in pool[:6]:
+        a.calc = None
+        a.info["equilibrium"] = True
+    ase.io.write(tmp_path / "pool.xyz", pool, format="extxyz")
+    cfg = build_config({
+        "data": {"train": [str(tmp_path / "pool.xyz")], "valid_fraction": 0.25},
+        "model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
+        "training": {"max_epochs": 3, "batch_size": 4, "progress": False, "threads": 1, "energy_weight": 0.0},
+        "objective": {"kind": "force-centric"}, "out": str(tmp_path / "run"),
+    })
+    train(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert {"train_loss_offeq_forces", "train_loss_zero_force", "train_loss_denoise"} <= logged
