@@ -157,3 +157,13 @@ def test_missing_tblite_names_the_extra(plain_model, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tblite.interface", None)
     with pytest.raises(MissingExtra, match=r"GFN2-xTB baseline needs the 'tblite' package.*forcefit\[label\]"):
         forcefit.load(delta)
+
+
+def test_finetuning_a_delta_model_is_refused_rather_than_dropping_its_baseline(plain_model, tmp_path):
+    from forcefit.config import ConfigError, FinetuneConfig
+    from forcefit.training.finetune import init_architecture
+
+    delta = attach_baseline(plain_model, PAIR, tmp_path / "delta.pt")
+    with pytest.raises(ConfigError, match="Δ model .*would drop that baseline"):
+        init_architecture(FinetuneConfig(init=str(delta)), [1, 6, 8], ["default"], "default")
+    init_architecture(FinetuneConfig(init=str(plain_model)), [1, 6, 8], ["default"], "default")  # a plain file is fine

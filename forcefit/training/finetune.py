@@ -26,6 +26,10 @@ def init_architecture(cfg: FinetuneConfig, species: list[int], levels: list[str]
     Refuses new elements when ``new_species: refuse``.
     """
     payload = read_model_file(cfg.init)
+    if payload.get("baseline"):
+        raise ConfigError(f"{cfg.init}: a Δ model (it adds {payload['baseline'].get('method')} to its predictions); "
+                          "fine-tuning would drop that baseline. Train on labels minus the baseline "
+                          "(forcefit.baseline.subtract_baseline) with --init and attach it again (attach_baseline)")
     source = payload["architecture"]
     new = sorted(set(species) - set(source["species"]))
     if new and cfg.new_species == "refuse":
