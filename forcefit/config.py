@@ -24,6 +24,17 @@ class DataConfig(_Strict):
     forces_key: str = "forces"
     e0s: str | dict[str, float] = Field("least_squares", description="'least_squares', 'zero', a file of isolated atoms, or {element: eV}.")
     max_train: int | None = Field(None, gt=0, description="Use at most this many training frames (seeded subset).")
+    source_weights: dict[str, float] = Field(
+        default_factory=dict, description="Mixture weights: {file-name pattern: factor} multiplies the weight of every "
+        "training frame from a matching source file (shell pattern on the file name, e.g. 'spice*.h5': 0.5).")
+
+    @field_validator("source_weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"weights must be non-negative numbers, got {bad}")
+        return v
 
     @field_validator("train", "valid", "test", mode="before")
     @classmethod

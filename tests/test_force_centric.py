@@ -105,3 +105,22 @@ def test_force_centric_trains_a_real_backbone_on_a_mixed_pool(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
     logged = {k for r in rows for k, v in r.items() if v}
     assert {"train_loss_offeq_forces", "train_loss_zero_force", "train_loss_denoise"} <= logged
+
+
+def test_source_weights_multiply_the_frame_weights_by_file_pattern(tmp_path):
+    import ase.io
+
+    from conftest import make_frames
+    from forcefit.config import build_config
+    from forcefit.data import DataError
+    from forcefit.training.data_setup import prepare_data
+
+    ase.io.write(tmp_path / "spice_a.xyz", make_frames(6, seed=1), format="extxyz")
+    ase.io.write(tmp_path / "md.xyz", make_frames(6, seed=2), format="extxyz")
+    cfg = build_config({"data": {"train": [str(tmp_path / "spice_a.xyz"), str(tmp_path / "md.xyz")], "valid_fraction": 0.2,
+                                 "source_weights": {"spice*": 0.25}}})
+    data = prepare_data(cfg)
+    weights = {(f.source.rsplit("/", 1)[-1], f.weight) for f in data.train}
+    assert weights == {("spice_a.xyz", 0.25), ("md.xyz", 1.0)}
+    with pytest.raises(DataError, match="no training file matches ani"):
+        prepare_data(build_config({"data": {"train": [str(tmp_path / "md.xyz")], "source_weights": {"ani*": 2.0}}}))

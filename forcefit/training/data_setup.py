@@ -61,6 +61,23 @@ def _levels_to_read(path, config: RunConfig) -> list:
     return levels
 
 
+def apply_source_weights(frames: list[Frame], weights: dict[str, float]) -> list[Frame]:
+    """Each frame's weight times the factor of the first pattern its source file name matches (else 1)."""
+    from dataclasses import replace
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    unused = [p for p in weights if not any(fnmatch(Path(f.source).name, p) for f in frames)]
+    if unused:
+        raise DataError(f"data.source_weights: no training file matches {', '.join(unused)}", field="source_weights")
+    out = []
+    for f in frames:
+        name = Path(f.source).name
+        factor = next((w for p, w in weights.items() if fnmatch(name, p)), 1.0)
+        out.append(f if factor == 1.0 else replace(f, weight=f.weight * factor))
+    return out
+
+
 def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
     """Read, split and check the frames against what the run's objectives ``needs``; E0s, shift and scale per level."""
     d, t = config.data, config.training
@@ -68,6 +85,8 @@ def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
     if not d.train:
         raise DataError("no training data given (--train FILE or data.train in the config)", field="train")
     train = _read_all(d.train, config)
+    if d.source_weights:
+        train = apply_source_weights(train, d.source_weights)
     if d.max_train is not None and d.max_train < len(train):
         (keep,) = split_indices(len(train), [d.max_train], seed=config.seed)
         train = [train[k] for k in keep]
