@@ -3,7 +3,7 @@
     python benchmarks/asteroid.py [--molecules ethanol acac] [--seeds 0] [--n-accurate 50]
         [--recipes accurate-only pretrain-finetune asteroid asteroid-score] [--accurate-minutes 10]
         [--pretrain-minutes 6] [--finetune-minutes 10] [--gamma 1.0] [--energy reference]
-        [--parallel] [--threads 1] [--mace] [--workdir DIR] [--json benchmarks/results/asteroid.json]
+        [--parallel] [--threads 1] [--mace] [--variant NAME] [--workdir DIR] [--json benchmarks/results/asteroid.json]
 
 Data (benchmarks/asteroid_data.py): accurate = n DFT frames (25 more validate), cheap = GFN2-xTB labels
 of the other reference geometries and of 2000 GFN2-xTB MD frames at 300-600 K, test = 500 ethanol
@@ -73,9 +73,12 @@ def run_one(job: tuple) -> dict:
 
     cache = root / f"{molecule}_{seed}"
     costs = build_sets(molecule, seed, cache / f"n{n}", n_accurate=n, cache=cache)
-    work = root / f"{molecule}_{seed}" / f"n{n}_run"
+    base = root / f"{molecule}_{seed}" / f"n{n}_run"
+    work = base if not args.variant else base.with_name(f"{base.name}_{args.variant}")
     work.mkdir(parents=True, exist_ok=True)
     cfg = PipelineConfig.load(pipeline_config(args, molecule, seed, costs, work))
+    if args.variant:
+        _reuse(base / "pipeline", Path(cfg.out))
     Pipeline(cfg, log=lambda line: print(f"[{molecule} {seed} n{n}] {line}", flush=True)).run()
     report = build_report(cfg.out, cfg.recipes)
     result = {"molecule": molecule, "seed": seed, "n_accurate": n, "report": report, "costs": costs,
@@ -88,6 +91,21 @@ def run_one(job: tuple) -> dict:
                                   require_shared(molecule, "isolated_atoms.xyz"), args.accurate_minutes, seed=seed,
                                   workdir=work / "mace", threads=args.threads)
     return result
+
+
+def _reuse(base: Path, out: Path) -> None:
+    """A variant shares the base run's data and the stages that do not depend on the asteroid settings
+    (θ0, plain pretrain-finetune, score): the pipeline checks each is what the variant's config gives it."""
+    import shutil
+
+    if (base / "data" / "data.json").exists() and not (out / "data").exists():
+        shutil.copytree(base / "data", out / "data")
+    for stage in ("accurate", "pretrain-plain", "finetune-plain", "pretrain-score", "finetune-score"):
+        done = base / "stages" / stage / "stage.json"
+        if done.exists() and not (out / "stages" / stage).exists():
+            shutil.copytree(done.parent, out / "stages" / stage)
+            copied = out / "stages" / stage / "stage.json"  # settings name their folder as $OUT (older runs: absolute)
+            copied.write_text(copied.read_text().replace(str(base), "$OUT"))
 
 
 def _bias_summary(out: Path) -> dict | None:
@@ -113,6 +131,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mace", action="store_true")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--variant", default=None, help="a named variant (other --gamma/--energy/...) in its own folder beside "
+                   "the base run, reusing its data and θ0 (e.g. --variant gamma0.1 --recipes asteroid --gamma 0.1)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/asteroid.json"))
     args = p.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="asteroid_bench_"))

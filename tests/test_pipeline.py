@@ -290,3 +290,18 @@ def test_delta_recipe_puts_the_cheap_method_in_the_model_file(pipeline_files):
     full, _ = evaluate(model, read_frames(folder / "pipe" / "data" / "test.xyz"))
     assert stage["metrics"]["forces_mae"] == pytest.approx(full["forces_mae"], rel=1e-4)
     assert stage["metrics"]["energy_mae"] == pytest.approx(full["energy_mae"], rel=1e-4)
+
+
+def test_a_finished_stage_moves_with_its_folder_and_changed_settings_are_refused(pipeline_files):
+    import shutil
+
+    folder = pipeline_files
+    first = _config(folder, ["accurate-only"], out="first", budget={"accurate": {"max_epochs": 1}})
+    Pipeline(_load(folder, first), log=lambda s: None).run()
+    shutil.copytree(folder / "first", folder / "moved")
+    lines = []
+    Pipeline(_load(folder, _config(folder, ["accurate-only"], out="moved", budget={"accurate": {"max_epochs": 1}})), log=lines.append).run()
+    assert any("accurate: done, skipped" in s for s in lines)
+    changed = _config(folder, ["accurate-only"], out="moved", budget={"accurate": {"max_epochs": 2}})
+    with pytest.raises(ConfigError, match="stage accurate .* was run with other settings"):
+        Pipeline(_load(folder, changed), log=lambda s: None).run()

@@ -53,7 +53,7 @@ def build_report(out: str | Path, recipes: list[str], resamples: int = 10000) ->
         used = _labels_used(recipe, info["counts"])
         seconds = sum(json.loads((out / "stages" / s / "stage.json").read_text()).get("seconds", 0.0)
                       for s in RECIPE_STAGES[recipe] if (out / "stages" / s / "stage.json").exists())
-        models[recipe] = result["model"]
+        models[recipe] = str(out / "stages" / RECIPE_MODEL[recipe] / "model.pt")
         rows.append({"recipe": recipe, "status": "done", "split": metrics.get("split"),
                      "forces_mae_meV_per_A": metrics.get("forces_mae"), "energy_mae_meV_per_atom": metrics.get("energy_mae_per_atom"),
                      **used, "label_cpu_seconds": _cost(used, per_label), "training_minutes": seconds / 60})

@@ -141,7 +141,9 @@ class Pipeline:
         """What a stage's result depends on, beyond the inputs the data step fingerprints."""
         if stage == "bias":
             return json.loads(self.cfg.asteroid.model_dump_json())
-        settings = json.loads(json.dumps(self.configs.config(stage), default=str))
+        # relative to the pipeline folder, so a stage copied into another pipeline (a variant sharing θ0) still matches
+        text = json.dumps(self.configs.config(stage), default=str).replace(json.dumps(str(self.out))[1:-1], "$OUT")
+        settings = json.loads(text)
         if stage == "delta":
             settings["baseline"] = self.cfg.delta.method
         return settings
