@@ -26,10 +26,11 @@ def fail(message: str) -> None:
 def _user_errors():
     from .config import ConfigError
     from .data import DataError
+    from .extras import MissingExtra
     from .model_file import ModelFileError
     from .training.run import RunExistsError
 
-    return (ConfigError, DataError, ModelFileError, RunExistsError, FileNotFoundError)
+    return (ConfigError, DataError, ModelFileError, RunExistsError, FileNotFoundError, MissingExtra)
 
 
 @app.command()
@@ -281,6 +282,51 @@ def pipeline(
     except KeyboardInterrupt:
         fail("interrupted: finished stages are kept and a stage resumes from its last checkpoint; run the same command again")
     console.print(f"done: forcefit pipeline {config} --report compares the recipes", highlight=False)
+
+
+@app.command()
+def pack(
+    sources: list[str] = typer.Argument(..., help="Frame files: extxyz or any ASE format, ASE or campaign .db, MD17 .npz, "
+                                         "ANI-1x or SPICE .h5, other pools. FILE:LEVEL picks a campaign's or ANI-1x file's level."),
+    out: Path = typer.Option(..., "--out", help="The pool file to write (HDF5, e.g. pool.h5); written whole or not at all."),
+    level: Optional[str] = typer.Option(None, "--level", help="Level of theory for the sources not written as FILE:LEVEL."),
+    neighbor_cutoff: float = typer.Option(5.0, "--neighbor-cutoff", min=0.1, help="Cutoff (Å) of the mean neighbour count in the statistics."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+):
+    """Pack frames of many files into one streamable pool file, with statistics (E0s per level, force RMS, neighbours)."""
+    import time
+
+    from ase.data import chemical_symbols
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .data.errors import DataError
+    from .data.packed import pack as pack_pool
+
+    bar = Progress(TextColumn("pack"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console, disable=no_progress)
+    task, t0 = bar.add_task("pack", total=None, rate=""), time.perf_counter()
+
+    def report(done: int, expected: int | None) -> None:
+        bar.update(task, completed=done, total=expected, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.0f} frames/s")
+
+    try:
+        with bar:
+            stats = pack_pool(sources, out, level=level, neighbor_cutoff=neighbor_cutoff, progress=report)
+    except DataError as exc:  # the only user error here; _user_errors() would import the training stack for nothing
+        fail(escape(str(exc)))
+    lines = [f"{out}: {stats['frames']} frames, {stats['atoms']} atoms from {len(stats['sources'])} source(s); "
+             f"elements {' '.join(chemical_symbols[z] for z in stats['elements'])}"]
+    for name, counts in stats["levels"].items():
+        e0s = stats["e0s"].get(name)
+        fitted = ", ".join(f"{chemical_symbols[z]} {e:.4f}" for z, e in e0s.items()) if e0s else "none (no energies)"
+        lines.append(f"level {name}: {counts['frames']} frames ({counts['with_energy']} with energy, "
+                     f"{counts['with_forces']} with forces); E0s (eV) {fitted}")
+    rms = stats["force_rms"]
+    lines.append(f"force RMS {'–' if rms is None else f'{rms:.4f} eV/Å'}; "
+                 f"mean neighbours within {stats['neighbor_cutoff']:g} Å: {stats['mean_neighbors']:.1f}")
+    for line in lines:
+        console.print(line, markup=False, highlight=False)  # file and level names are not rich markup
 
 
 def _register_labelling() -> None:

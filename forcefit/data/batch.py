@@ -78,6 +78,22 @@ class GraphDataset(torch.utils.data.Dataset):
         return self._graphs[k]
 
 
+class StreamingGraphDataset(GraphDataset):
+    """A GraphDataset that reads each frame and builds its graph when asked: for pools too large to hold in memory
+    (``forcefit.data.packed.PackedFrames``), at the cost of a neighbour list per access."""
+
+    def __init__(self, frames: Sequence[Frame], cutoff: float, levels: Sequence[str] | None = None):
+        self.frames = frames
+        self.cutoff = float(cutoff)
+        self.levels = None if levels is None else {name: k for k, name in enumerate(levels)}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, k: int) -> dict:
+        return self._graph(k, self.frames[k])
+
+
 def collate(graphs: Sequence[dict], dtype: torch.dtype = torch.float32) -> dict:
     """Concatenate graphs into one flat batch, offsetting edge indices."""
     sizes = torch.tensor([len(g["numbers"]) for g in graphs])

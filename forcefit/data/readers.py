@@ -1,4 +1,4 @@
-"""Readers: every format ASE reads, ASE databases (and labelling campaigns), MD17/rMD17 .npz."""
+"""Readers: every format ASE reads, ASE databases (and labelling campaigns), MD17/rMD17 .npz, HDF5 (pools, ANI-1x, SPICE)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +23,8 @@ def read_frames(
 
     Dispatches on the suffix: ``.npz`` is MD17/rMD17 (kcal/mol converted to eV),
     ``.db`` an ASE database or a forcefit labelling campaign (pick ``level``),
-    anything else goes through ``ase.io.read``; ``level_key`` names the per-frame
+    ``.h5``/``.hdf5`` a packed pool, ANI-1x or SPICE file (``hdf5_sources``; ``level``
+    picks the ANI-1x level), anything else goes through ``ase.io.read``; ``level_key`` names the per-frame
     info key that tags a frame's level of theory (``level`` by default). Values are checked for NaN/inf
     and shape here; requirements of a run (energy present, ...) in ``validate``.
     """
@@ -35,6 +36,10 @@ def read_frames(
         frames = _read_md17(path)
     elif suffix == ".db":
         frames = _read_db(path, level, energy_key, forces_key)
+    elif suffix in (".h5", ".hdf5"):
+        from .hdf5_sources import iter_hdf5_frames
+
+        frames = list(iter_hdf5_frames(path, level))
     else:
         frames = _read_ase(path, index, energy_key, forces_key, level_key)
     if not frames:
