@@ -124,3 +124,56 @@ def test_source_weights_multiply_the_frame_weights_by_file_pattern(tmp_path):
     assert weights == {("spice_a.xyz", 0.25), ("md.xyz", 1.0)}
     with pytest.raises(DataError, match="no training file matches ani"):
         prepare_data(build_config({"data": {"train": [str(tmp_path / "md.xyz")], "source_weights": {"ani*": 2.0}}}))
+
+
+def test_two_process_ddp_pretraining_sees_every_frame_once_per_epoch(tmp_path):
+    """torchrun with 2 gloo processes on CPU: each epoch the ranks' batches together hold every training
+    frame exactly once (the distributed sampler shards the seeded order, it neither drops nor repeats)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import ase.io
+    import yaml
+
+    from conftest import make_frames
+
+    pool = make_frames(20, rattle=0.06)
+    for a in pool[:8]:
+        a.calc = None
+        a.info["equilibrium"] = True
+    ase.io.write(tmp_path / "pool.xyz", pool, format="extxyz")
+    cfg = {"data": {"train": [str(tmp_path / "pool.xyz")], "valid_fraction": 0.2},
+           "model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
+           "training": {"max_epochs": 2, "batch_size": 4, "progress": False, "threads": 1, "energy_weight": 0.0,
+                        "strategy": "ddp", "devices": 2, "device": "cpu"},
+           "objective": {"kind": "force-centric"}, "out": str(tmp_path / "run")}
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(cfg))
+    script = tmp_path / "record.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os
+        import lightning as L
+        from forcefit.config import RunConfig
+        from forcefit.training.run import train
+
+        class Record(L.Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                with open(os.path.join({str(tmp_path)!r}, f"seen_{{trainer.global_rank}}.jsonl"), "a") as fh:
+                    fh.write(json.dumps([trainer.current_epoch, batch["frame_id"].tolist()]) + "\\n")
+
+        train(RunConfig.from_yaml({str(tmp_path / 'pretrain.yaml')!r}), callbacks=[Record()])
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+                           str(script)], capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    seen: dict[int, list[int]] = {}
+    for rank in (0, 1):
+        for line in (tmp_path / f"seen_{rank}.jsonl").read_text().splitlines():
+            epoch, ids = json.loads(line)
+            seen.setdefault(epoch, []).extend(ids)
+    assert sorted(seen) == [0, 1]
+    for epoch, ids in seen.items():
+        assert sorted(ids) == list(range(16)), (epoch, sorted(ids))
