@@ -1,4 +1,4 @@
-"""The ``forcefit`` command line: train, eval, md, compare, pipeline, demo (and the labelling commands)."""
+"""The ``forcefit`` command line: train, eval, md, compare, pipeline, pack, pretrain, demo (and the labelling commands)."""
 from __future__ import annotations
 
 import json
@@ -282,6 +282,41 @@ def pipeline(
     except KeyboardInterrupt:
         fail("interrupted: finished stages are kept and a stage resumes from its last checkpoint; run the same command again")
     console.print(f"done: forcefit pipeline {config} --report compares the recipes", highlight=False)
+
+
+@app.command()
+def pretrain(
+    pool: Path = typer.Option(..., "--pool", help="Packed pool (forcefit pack), streamed: memory does not grow with its size."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML run configuration (model, training, objective ...); "
+                                          "the objective defaults to force-centric and training.energy_weight to 0."),
+    valid: Optional[list[Path]] = typer.Option(None, "--valid", help="Validation frames (default: valid_fraction of the pool)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Maximum number of epochs."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="Wall-time budget in MINUTES."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/pretrain)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+):
+    """Force-centric pretraining on a packed pool (forces of off-equilibrium frames, zero-force and denoising on
+    equilibrium ones). Data-parallel under torchrun with training.strategy: ddp. Fine-tune with train --init OUT/model.pt."""
+    from rich.markup import escape
+
+    from .config import build_config, load_yaml
+    from .training.run import train as run_train
+
+    try:
+        base = load_yaml(config) if config else {}
+        base.setdefault("objective", {"kind": "force-centric"})
+        base.setdefault("training", {}).setdefault("energy_weight", 0.0)
+        base.setdefault("out", "runs/pretrain")
+        overrides = {"data": {"train": [str(pool)], "stream": True, "valid": [str(v) for v in valid] if valid else None},
+                     "training": {"max_epochs": max_epochs, "max_time": max_time, "progress": False if no_progress else None},
+                     "out": str(out) if out else None}
+        cfg = build_config(base, overrides, source=str(config or "pretrain"))
+        result = run_train(cfg, resume=resume)
+    except _user_errors() as exc:
+        fail(escape(str(exc)))
+    console.print(f"pretrained model: {result.model_path} (fine-tune it: forcefit train --train target.xyz --init {result.model_path})",
+                  highlight=False)
 
 
 @app.command()

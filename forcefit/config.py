@@ -24,6 +24,9 @@ class DataConfig(_Strict):
     forces_key: str = "forces"
     e0s: str | dict[str, float] = Field("least_squares", description="'least_squares', 'zero', a file of isolated atoms, or {element: eV}.")
     max_train: int | None = Field(None, gt=0, description="Use at most this many training frames (seeded subset).")
+    stream: bool = Field(
+        False, description="Stream the training frames from one packed pool (forcefit pack): memory independent of the "
+        "pool's size, statistics (E0s, force RMS, elements) from the pool file; frames are checked when packed.")
     source_weights: dict[str, float] = Field(
         default_factory=dict, description="Mixture weights: {file-name pattern: factor} multiplies the weight of every "
         "training frame from a matching source file (shell pattern on the file name, e.g. 'spice*.h5': 0.5).")

@@ -177,3 +177,40 @@ def test_two_process_ddp_pretraining_sees_every_frame_once_per_epoch(tmp_path):
     assert sorted(seen) == [0, 1]
     for epoch, ids in seen.items():
         assert sorted(ids) == list(range(16)), (epoch, sorted(ids))
+
+
+def test_pretrain_streams_a_packed_pool_and_the_result_fine_tunes(tmp_path):
+    """forcefit pack → forcefit pretrain (streamed, force-centric by default) → forcefit train --init."""
+    import ase.io
+    from typer.testing import CliRunner
+
+    from conftest import make_frames
+    from forcefit.cli import app
+    from forcefit.config import build_config
+    from forcefit.training.data_setup import FrameSubset, prepare_data
+    from forcefit.training.run import frame_needs
+
+    pool = make_frames(20, rattle=0.06)
+    for a in pool[:6]:
+        a.calc = None
+        a.info["equilibrium"] = True
+    ase.io.write(tmp_path / "mols.xyz", pool, format="extxyz")
+    ase.io.write(tmp_path / "target.xyz", make_frames(10, seed=7), format="extxyz")
+    runner = CliRunner()
+    assert runner.invoke(app, ["pack", str(tmp_path / "mols.xyz"), "--out", str(tmp_path / "pool.h5"), "--no-progress"]).exit_code == 0
+    cfg = build_config({"data": {"train": [str(tmp_path / "pool.h5")], "stream": True}, "training": {"energy_weight": 0.0},
+                        "objective": {"kind": "force-centric"}})
+    data = prepare_data(cfg, frame_needs(cfg))
+    assert isinstance(data.train, FrameSubset) and len(data.train) + len(data.valid) == 20  # never loaded as a list
+    (tmp_path / "pre.yaml").write_text("model: {options: {features: 8, num_layers: 1, num_basis: 4}}\n"
+                                       "training: {batch_size: 4, threads: 1}\n")
+    result = runner.invoke(app, ["pretrain", "--pool", str(tmp_path / "pool.h5"), "--config", str(tmp_path / "pre.yaml"),
+                                 "--max-epochs", "2", "--out", str(tmp_path / "pre"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--train", str(tmp_path / "target.xyz"), "--init", str(tmp_path / "pre" / "model.pt"),
+                                 "--max-epochs", "1", "--out", str(tmp_path / "ft"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ft" / "model.pt").exists()
+    # mixed levels with energies cannot share one energy head's zero
+    bad = runner.invoke(app, ["pretrain", "--pool", str(tmp_path / "mols.xyz"), "--out", str(tmp_path / "bad"), "--no-progress"])
+    assert bad.exit_code == 2 and "exactly one packed pool" in bad.output

@@ -1,6 +1,7 @@
 """Turn the data section of a run config into validated train/valid/test frames and statistics."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,10 +79,66 @@ def apply_source_weights(frames: list[Frame], weights: dict[str, float]) -> list
     return out
 
 
+class FrameSubset(Sequence):
+    """Frames ``indices`` of a lazy sequence (a packed pool), read when asked for."""
+
+    def __init__(self, frames: Sequence[Frame], indices):
+        self.frames, self.indices = frames, [int(k) for k in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self.frames[i] for i in self.indices[k]]
+        return self.frames[self.indices[k]]
+
+
+def prepare_streamed(config: RunConfig, needs: FrameNeeds) -> RunData:
+    """A packed pool as training data, never loaded whole: statistics from the pool file, a held-out
+    validation share read once (or data.valid)."""
+    from ..data.packed import PackedFrames
+
+    d, t = config.data, config.training
+    if len(d.train) != 1 or not str(d.train[0]).endswith((".h5", ".hdf5")):
+        raise DataError("data.stream needs exactly one packed pool (.h5, from forcefit pack) as training data", field="train")
+    if d.source_weights or d.max_train or config.levels:
+        raise DataError("data.stream does not combine with source_weights, max_train or levels yet", field="stream")
+    pool = PackedFrames(d.train[0])
+    stats = pool.stats
+    if d.valid:
+        train, valid = pool, _read_all(d.valid, config)
+    else:
+        valid_idx, train_idx = split_indices(len(pool), [d.valid_fraction, None], seed=config.seed, source=str(d.train[0]))
+        train, valid = FrameSubset(pool, train_idx), [pool[int(k)] for k in valid_idx]
+    test = _read_all(d.test, config) if d.test else []
+    species = [int(z) for z in stats["elements"]]
+    validate_frames(valid, "valid", needs.energy, needs.forces, species, need_any_label=needs.any_label)
+    levels = list(stats["levels"])
+    if d.e0s == "least_squares":
+        fitted = {lv: e for lv, e in stats["e0s"].items()}
+        if len(levels) == 1 and levels[0] in fitted:
+            e0s = {int(z): float(v) for z, v in fitted[levels[0]].items()}
+        else:
+            if t.energy_weight > 0 and any(stats["levels"][lv]["with_energy"] for lv in levels):
+                raise DataError(f"the pool mixes levels ({', '.join(levels)}) whose energies have different zeros; train "
+                                "forces only (training.energy_weight: 0), as force-centric pretraining does", field="e0s")
+            e0s = {z: 0.0 for z in species}
+    else:
+        e0s = resolve_e0s(d.e0s, [], species)
+    level = levels[0] if len(levels) == 1 else "default"
+    rank_zero_info(f"streaming {len(train)} training frames from {d.train[0]} ({len(levels)} level(s), "
+                   f"{len(species)} elements); {len(valid)} validate")
+    return RunData(train, valid, test, species, {level: e0s}, {level: 0.0}, float(stats.get("force_rms") or 1.0), 1.0,
+                   [level], level, False)
+
+
 def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
     """Read, split and check the frames against what the run's objectives ``needs``; E0s, shift and scale per level."""
     d, t = config.data, config.training
     needs = needs or FrameNeeds(energy=t.energy_weight > 0, forces=t.forces_weight > 0)
+    if d.stream:
+        return prepare_streamed(config, needs)
     if not d.train:
         raise DataError("no training data given (--train FILE or data.train in the config)", field="train")
     train = _read_all(d.train, config)

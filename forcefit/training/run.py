@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..atomic_file import write_text_atomic
 from ..config import ConfigError, RunConfig
 from ..data import Collater, GraphDataset
+from ..data.batch import StreamingGraphDataset
 from ..model_file import ModelFileError, read_model_file, save_model
 from ..models.build import build_potential
 from ..objectives.base import FrameNeeds, ObjectiveContext
@@ -119,7 +120,8 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     collate = Collater(dtype)
     levels = data.levels if data.multi_level else None
     cutoff = architecture["cutoff"]
-    train_set, valid_set = GraphDataset(data.train, cutoff, levels), GraphDataset(data.valid, cutoff, levels)
+    dataset = StreamingGraphDataset if config.data.stream else GraphDataset  # a streamed pool builds graphs when read
+    train_set, valid_set = dataset(data.train, cutoff, levels), GraphDataset(data.valid, cutoff, levels)
     loader_kw = dict(collate_fn=collate, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, sampler=EpochSeededSampler(len(train_set), config.seed), drop_last=len(train_set) > t.batch_size, **loader_kw)
     valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, **loader_kw)
