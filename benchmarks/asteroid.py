@@ -34,11 +34,13 @@ from common import map_jobs, print_table, require_shared, save_json  # noqa: E40
 SCORE_TEMPERATURE = {"ethanol": 500, "acac": 300}
 
 
-def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path) -> Path:
+def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, shared: Path) -> Path:
+    """The pipeline config in ``work``; derived input files live in ``shared`` (the base run's folder, so a
+    variant's inputs are the very files its base ran on)."""
     files = costs["files"]
     cheap, accurate = costs["cheap"], costs["accurate"]
     temperature = SCORE_TEMPERATURE[molecule]
-    unlabelled = work / f"unlabelled_{temperature}K.xyz"
+    unlabelled = shared / f"unlabelled_{temperature}K.xyz"
     if not unlabelled.exists():
         frames = [a for a in ase.io.read(files["cheap_unlabelled"], ":") if int(a.info.get("temperature", -1)) == temperature]
         ase.io.write(unlabelled, frames, format="extxyz")
@@ -76,7 +78,8 @@ def run_one(job: tuple) -> dict:
     base = root / f"{molecule}_{seed}" / f"n{n}_run"
     work = base if not args.variant else base.with_name(f"{base.name}_{args.variant}")
     work.mkdir(parents=True, exist_ok=True)
-    cfg = PipelineConfig.load(pipeline_config(args, molecule, seed, costs, work))
+    base.mkdir(parents=True, exist_ok=True)
+    cfg = PipelineConfig.load(pipeline_config(args, molecule, seed, costs, work, base))
     if args.variant:
         _reuse(base / "pipeline", Path(cfg.out))
     Pipeline(cfg, log=lambda line: print(f"[{molecule} {seed} n{n}] {line}", flush=True)).run()
