@@ -517,8 +517,9 @@ def methods_block(res: Results) -> str:
         ["DeNS (`--dens`)", "long runs (about the publication's 1500 epochs); it makes short runs worse", dens, "[docs/dens.md](docs/dens.md)"],
         ["fine-tuning from cheap labels (`--init`, `levels`)", "many cheap labels (GFN2-xTB) of the same molecule, few accurate ones",
          ft, "[docs/finetuning.md](docs/finetuning.md)"],
-        ["force-centric pretraining (`objective: force-centric`)", "many cheap labels of varied structures, few expensive ones",
-         "the objective is built; the pretraining pool and a shipped model are not yet", "[docs/asteroid.md](docs/asteroid.md)"],
+        ["force-centric pretraining (`forcefit pretrain`)", "many cheap labels of varied structures, few expensive ones",
+         "built (objective, packed pool, streamed and DDP pretraining); not measured yet: the shipped pool and model are not built",
+         "[docs/pretraining.md](docs/pretraining.md)"],
         ["ASTEROID (`forcefit pipeline`)", "a large, biased cheap dataset and a small accurate one", asteroid_summary(res),
          "[docs/asteroid.md](docs/asteroid.md)"],
     ]
