@@ -380,7 +380,7 @@ def labelling_page(res: Results) -> str:
 
 # ---------------------------------------------------------------- fine-tuning
 FINETUNE = "finetune_xtb_to_dft.json"
-ASTEROID = ("asteroid_ethanol.json", "asteroid_acac.json")
+ASTEROID_GLOB = "asteroid_*.json"
 
 
 def finetune_page(res: Results) -> str:
@@ -410,15 +410,26 @@ def finetune_page(res: Results) -> str:
     return "\n".join(out)
 
 
-def asteroid_results(res: Results) -> list[tuple[str, dict]]:
-    """(file, result) for every molecule's ASTEROID run that exists."""
-    return [(name, r) for name in ASTEROID if (res.folder / name).exists() for r in res(name)["results"]]
+def asteroid_files(folder: Path) -> list[str]:
+    """The ASTEROID result files: one per molecule (asteroid_MOLECULE.json) and its variants (asteroid_MOLECULE_VARIANT.json)."""
+    return sorted(p.name for p in Path(folder).glob(ASTEROID_GLOB))
+
+
+def asteroid_results(res: Results, variants: bool = False) -> list[tuple[str, dict]]:
+    """(file, result) for every ASTEROID run (base runs only unless ``variants``), each result with its settings."""
+    out = []
+    for name in asteroid_files(res.folder):
+        data = res(name)
+        if data["settings"].get("variant") and not variants:
+            continue
+        out += [(name, {**r, "settings": data["settings"]}) for r in data["results"]]
+    return out
 
 
 def asteroid_page(res: Results) -> str:
-    found = asteroid_results(res)
+    found = asteroid_results(res, variants=True)
     files = list(dict.fromkeys(name for name, _ in found))
-    settings = res(files[0])["settings"]
+    settings = next(r["settings"] for _, r in found if not r["settings"].get("variant"))
     out = [HEADER, "# Benchmarks: ASTEROID and its baselines\n",
            "`forcefit pipeline` on real DFT data: a few DFT frames (25 more validate), GFN2-xTB labels that the labelling "
            "engine made for the molecule's other reference geometries and for 2000 frames of GFN2-xTB MD at 300-600 K, "
@@ -426,42 +437,53 @@ def asteroid_page(res: Results) -> str:
            "`equivariant-ace` with the same seed and options; one pipeline per molecule, the two side by side (one "
            "thread each). Budgets: accurate-only (θ0) "
            f"{settings['accurate_minutes']:g} min, each pretraining {settings['pretrain_minutes']:g} min, each "
-           f"fine-tuning {settings['finetune_minutes']:g} min; γ = {settings['gamma']:g} eV/Å, cheap energies: "
-           f"`{settings['energy']}`. MACE: trained on the same DFT frames for the accurate-only budget. Label CPU-s are "
+           f"fine-tuning {settings['finetune_minutes']:g} min; cheap energies `{settings['energy']}`; γ (eV/Å) as the "
+           "table says: a variant with another γ reuses its base run's θ0 and plain pretrain-finetune stages, so its "
+           "rows for those recipes are the same runs. MACE: trained on the same DFT frames for the accurate-only budget. Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
            "the recipes are: [the ASTEROID page](../asteroid.md).\n",
            "```bash\npython benchmarks/asteroid.py --molecules ethanol --mace --workdir DIR --json benchmarks/results/asteroid_ethanol.json\n"
            "python benchmarks/asteroid.py --molecules acac --mace --workdir DIR --json benchmarks/results/asteroid_acac.json\n```\n"]
     rows = []
+    mace_of = {(r["molecule"], r["seed"]): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
     for _, r in found:
-        mace = r.get("mace", {}).get("test_forces_mae_meV_per_A")
+        mace = mace_of.get((r["molecule"], r["seed"]))
+        variant = bool(r["settings"].get("variant"))
         for row in r["report"]["rows"]:
-            if row.get("status") != "done":
-                continue
+            if row.get("status") != "done" or (variant and row["recipe"] != "asteroid"):
+                continue  # a variant's other rows repeat its base run's
             f = row["forces_mae_meV_per_A"]
-            rows.append([r["molecule"], str(r["seed"]), row["recipe"], str(row["accurate_labels"]), str(row["cheap_labels"]),
+            gamma = num(r["settings"]["gamma"], 2) if row["recipe"] == "asteroid" else ""
+            rows.append([r["molecule"], str(r["seed"]), row["recipe"], gamma, str(row["accurate_labels"]), str(row["cheap_labels"]),
                          str(row["unlabelled_frames"]), num(row["label_cpu_seconds"], 0), num(f),
                          ratio(row.get("forces_vs_accurate_only")), ratio(None if mace is None else f / mace),
                          num(row["energy_mae_meV_per_atom"], 2), num(row["training_minutes"])])
-        if mace is not None:
-            rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", str(r["report"]["rows"][0].get("accurate_labels", "")),
+        if r.get("mace"):
+            rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
                          "0", "0", "", num(mace), "", "1.00", num(r["mace"].get("test_energy_mae_meV_per_atom"), 2), ""])
-    out.append(table(["molecule", "seed", "recipe", "DFT labels", "xTB labels", "unlabelled", "label CPU-s", "F MAE",
-                      "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files, align="lrlrrrrrrrrr"))
+    rows.sort(key=lambda row: (row[0], row[1]))  # each molecule's rows together (stable: base run first)
+    out.append(table(["molecule", "seed", "recipe", "γ", "DFT labels", "xTB labels", "unlabelled", "label CPU-s", "F MAE",
+                      "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files, align="lrlrrrrrrrrrr"))
     out.append("MAE in meV/Å and meV/atom on the test frames. DFT labels count the validation frames too.\n")
-    paired = [[r["molecule"], str(r["seed"]), p["other"], p["baseline"], pct(p["forces_change_pct"], 1),
+    paired = [[r["molecule"], str(r["seed"]), p["other"], num(r["settings"]["gamma"], 2) if p["other"] == "asteroid" else "",
+               p["baseline"], pct(p["forces_change_pct"], 1),
                f"[{pct(p['ci_low_pct'], 1)}, {pct(p['ci_high_pct'], 1)}]", ratio(p["other_better_frames"])]
-              for _, r in found for p in r["report"]["paired"]]
+              for _, r in found for p in r["report"]["paired"]
+              if not (r["settings"].get("variant") and "asteroid" not in (p["other"], p["baseline"]))]
+    paired.sort(key=lambda row: (row[0], row[1]))
     out.append("Paired bootstrap over the test frames (10000 resamples; negative: the first recipe is better):\n")
-    out.append(table(["molecule", "seed", "recipe", "against", "Δ F MAE", "95% interval", "frames better"], paired, files,
-                     align="lrllrrr"))
-    bias = [[r["molecule"], num(1000 * r["bias"]["bias_mean_eV_per_A"], 0), num(1000 * r["bias"]["bias_min_eV_per_A"], 0),
-             num(1000 * r["bias"]["bias_max_eV_per_A"], 0), ratio(r["bias"]["weight_min"], 3),
-             f"{r['bias']['effective_frames']:.0f} of {r['bias']['frames']}"] for _, r in found if r.get("bias")]
+    out.append(table(["molecule", "seed", "recipe", "γ", "against", "Δ F MAE", "95% interval", "frames better"], paired, files,
+                     align="lrlllrrr"))
+    bias = [[r["molecule"], num(r["bias"]["gamma_eV_per_A"], 2), num(1000 * r["bias"]["bias_mean_eV_per_A"], 0),
+             num(1000 * r["bias"]["bias_min_eV_per_A"], 0), num(1000 * r["bias"]["bias_max_eV_per_A"], 0),
+             ratio(r["bias"]["weight_min"], 3), f"{r['bias']['effective_frames']:.0f} of {r['bias']['frames']}"]
+            for _, r in found if r.get("bias")]
     if bias:
-        out.append("The bias estimate b_i (force MAE of θ0 against the xTB label, meV/Å) and the weights it gave:\n")
-        out.append(table(["molecule", "mean b_i", "min", "max", "smallest w_i", "effective frames"], bias, files))
+        bias.sort(key=lambda row: (row[0], -float(row[1])))
+        out.append("The bias estimate b_i (force MAE of θ0 against the xTB label, meV/Å) and the weights each γ gave "
+                   "(effective frames: (Σw)²/Σw²):\n")
+        out.append(table(["molecule", "γ eV/Å", "mean b_i", "min", "max", "smallest w_i", "effective frames"], bias, files))
     return "\n".join(out)
 
 
@@ -483,16 +505,23 @@ def summary_block(res: Results) -> str:
 
 
 def asteroid_summary(res: Results) -> str:
-    parts = []
-    for _, r in asteroid_results(res):
+    """Per molecule: asteroid's force MAE over accurate-only at each γ measured, and plain pretrain-finetune's."""
+    by_molecule: dict[str, dict] = {}
+    for _, r in asteroid_results(res, variants=True):
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
-        if "asteroid" not in rows:
-            continue
-        text = f"{r['molecule']} ({r['n_accurate']} DFT + {rows['asteroid']['cheap_labels']} xTB labels): " \
-               f"{ratio(rows['asteroid'].get('forces_vs_accurate_only'))}× the DFT-only force MAE"
+        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": None})
+        if "asteroid" in rows:
+            entry["gammas"][r["settings"]["gamma"]] = rows["asteroid"].get("forces_vs_accurate_only")
+            entry["cheap"] = rows["asteroid"]["cheap_labels"]
         if "pretrain-finetune" in rows:
-            text += f" (plain pretrain-finetune {ratio(rows['pretrain-finetune'].get('forces_vs_accurate_only'))}×)"
-        parts.append(text)
+            entry["plain"] = rows["pretrain-finetune"].get("forces_vs_accurate_only")
+    parts = []
+    for molecule, e in sorted(by_molecule.items()):
+        if not e["gammas"]:
+            continue
+        gammas = ", ".join(f"{ratio(v)}× at γ = {g:g}" for g, v in sorted(e["gammas"].items(), reverse=True))
+        parts.append(f"{molecule} ({e['n']} DFT + {e['cheap']} xTB labels): {gammas} the DFT-only force MAE "
+                     f"(plain pretrain-finetune {ratio(e['plain'])}×)")
     return "; ".join(parts) or "not measured yet"
 
 
@@ -532,7 +561,7 @@ def methods_block(res: Results) -> str:
 
 PAGES = {"docs/benchmarks/mace.md": mace_page, "docs/benchmarks/dens.md": dens_page, "docs/benchmarks/labelling.md": labelling_page}
 # page -> (maker, result files: the page is made when any of them exists)
-OPTIONAL_PAGES = {"docs/benchmarks/finetune.md": (finetune_page, (FINETUNE,)), "docs/benchmarks/asteroid.md": (asteroid_page, ASTEROID)}
+OPTIONAL_PAGES = {"docs/benchmarks/finetune.md": (finetune_page, (FINETUNE,)), "docs/benchmarks/asteroid.md": (asteroid_page, (ASTEROID_GLOB,))}
 BLOCKS = {"summary": summary_block, "methods": methods_block}
 _BLOCK = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
@@ -542,7 +571,7 @@ def render_pages(results: Path = RESULTS) -> dict[str, str]:
     res = Results(results)
     pages = {path: make(res) for path, make in PAGES.items() if path not in OPTIONAL_PAGES}
     pages.update({path: make(res) for path, (make, needs) in OPTIONAL_PAGES.items()
-                  if any((Path(results) / n).exists() for n in needs)})
+                  if any(any(Path(results).glob(n)) for n in needs)})
     return pages
 
 
