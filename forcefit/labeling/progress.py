@@ -1,14 +1,15 @@
-"""The labelling progress bar."""
+"""The progress bar of labelling (and of other engine loops that count items: molecules of a pool build)."""
 from __future__ import annotations
 
+import sys
 import time
 
 
 class Progress:
-    """A rich progress bar on stderr: done/total, labels per second, failures, ETA."""
+    """A rich progress bar on stderr: done/total, items per second (``unit``: "label"), failures, ETA."""
 
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.progress = None
+    def __init__(self, enabled: bool, total: int, description: str, unit: str = "label"):
+        self.progress, self.unit = None, unit
         if not enabled:
             return
         from rich.console import Console
@@ -28,9 +29,16 @@ class Progress:
         if self.progress is None:
             return
         rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        speed = f"{rate:.1f} labels/s" if rate >= 1 or not done else f"{1 / rate:.1f} s/label"
+        speed = f"{rate:.1f} {self.unit}s/s" if rate >= 1 or not done else f"{1 / rate:.1f} s/{self.unit}"
         self.progress.update(self.task, completed=done, total=total, rate=speed,
                              failed=f"[red]{failed} failed" if failed else "")
+
+    def note(self, line: str):
+        """Print one line on stderr (above the bar while it is shown), e.g. a warning."""
+        if self.progress is not None:
+            self.progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr)
 
     def close(self):
         if self.progress is not None:
