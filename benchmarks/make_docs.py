@@ -426,10 +426,14 @@ def asteroid_results(res: Results, variants: bool = False) -> list[tuple[str, di
     return out
 
 
+def asteroid_setting(r: dict) -> str:
+    return f"{r['settings']['gamma']:g}, {r['settings']['energy']}"
+
+
 def asteroid_page(res: Results) -> str:
     found = asteroid_results(res, variants=True)
     files = list(dict.fromkeys(name for name, _ in found))
-    settings = next(r["settings"] for _, r in found if not r["settings"].get("variant"))
+    settings = next((r["settings"] for _, r in found if not r["settings"].get("variant")), found[0][1]["settings"])
     out = [HEADER, "# Benchmarks: ASTEROID and its baselines\n",
            "`forcefit pipeline` on real DFT data: a few DFT frames (25 more validate), GFN2-xTB labels that the labelling "
            "engine made for the molecule's other reference geometries and for 2000 frames of GFN2-xTB MD at 300-600 K, "
@@ -437,8 +441,8 @@ def asteroid_page(res: Results) -> str:
            "`equivariant-ace` with the same seed and options; one pipeline per molecule, the two side by side (one "
            "thread each). Budgets: accurate-only (θ0) "
            f"{settings['accurate_minutes']:g} min, each pretraining {settings['pretrain_minutes']:g} min, each "
-           f"fine-tuning {settings['finetune_minutes']:g} min; cheap energies `{settings['energy']}`; γ (eV/Å) as the "
-           "table says: a variant with another γ reuses its base run's θ0 and plain pretrain-finetune stages, so its "
+           f"fine-tuning {settings['finetune_minutes']:g} min; γ (eV/Å) and the cheap frames' energy labels (`reference`: "
+           "their own, `theta0`: θ0's predictions) as the table says: a variant reuses its base run's θ0 and plain pretrain-finetune stages, so its "
            "rows for those recipes are the same runs. MACE: trained on the same DFT frames for the accurate-only budget. Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
@@ -454,7 +458,7 @@ def asteroid_page(res: Results) -> str:
             if row.get("status") != "done" or (variant and row["recipe"] != "asteroid"):
                 continue  # a variant's other rows repeat its base run's
             f = row["forces_mae_meV_per_A"]
-            gamma = num(r["settings"]["gamma"], 2) if row["recipe"] == "asteroid" else ""
+            gamma = asteroid_setting(r) if row["recipe"] == "asteroid" else ""
             rows.append([r["molecule"], str(r["seed"]), row["recipe"], gamma, str(row["accurate_labels"]), str(row["cheap_labels"]),
                          str(row["unlabelled_frames"]), num(row["label_cpu_seconds"], 0), num(f),
                          ratio(row.get("forces_vs_accurate_only")), ratio(None if mace is None else f / mace),
@@ -463,17 +467,17 @@ def asteroid_page(res: Results) -> str:
             rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
                          "0", "0", "", num(mace), "", "1.00", num(r["mace"].get("test_energy_mae_meV_per_atom"), 2), ""])
     rows.sort(key=lambda row: (row[0], row[1]))  # each molecule's rows together (stable: base run first)
-    out.append(table(["molecule", "seed", "recipe", "γ", "DFT labels", "xTB labels", "unlabelled", "label CPU-s", "F MAE",
+    out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "DFT labels", "xTB labels", "unlabelled", "label CPU-s", "F MAE",
                       "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files, align="lrlrrrrrrrrrr"))
     out.append("MAE in meV/Å and meV/atom on the test frames. DFT labels count the validation frames too.\n")
-    paired = [[r["molecule"], str(r["seed"]), p["other"], num(r["settings"]["gamma"], 2) if p["other"] == "asteroid" else "",
+    paired = [[r["molecule"], str(r["seed"]), p["other"], asteroid_setting(r) if p["other"] == "asteroid" else "",
                p["baseline"], pct(p["forces_change_pct"], 1),
                f"[{pct(p['ci_low_pct'], 1)}, {pct(p['ci_high_pct'], 1)}]", ratio(p["other_better_frames"])]
               for _, r in found for p in r["report"]["paired"]
               if not (r["settings"].get("variant") and "asteroid" not in (p["other"], p["baseline"]))]
     paired.sort(key=lambda row: (row[0], row[1]))
     out.append("Paired bootstrap over the test frames (10000 resamples; negative: the first recipe is better):\n")
-    out.append(table(["molecule", "seed", "recipe", "γ", "against", "Δ F MAE", "95% interval", "frames better"], paired, files,
+    out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "against", "Δ F MAE", "95% interval", "frames better"], paired, files,
                      align="lrlllrrr"))
     bias = [[r["molecule"], num(r["bias"]["gamma_eV_per_A"], 2), num(1000 * r["bias"]["bias_mean_eV_per_A"], 0),
              num(1000 * r["bias"]["bias_min_eV_per_A"], 0), num(1000 * r["bias"]["bias_max_eV_per_A"], 0),
@@ -511,7 +515,7 @@ def asteroid_summary(res: Results) -> str:
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
         entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": None})
         if "asteroid" in rows:
-            entry["gammas"][r["settings"]["gamma"]] = rows["asteroid"].get("forces_vs_accurate_only")
+            entry["gammas"][asteroid_setting(r)] = rows["asteroid"].get("forces_vs_accurate_only")
             entry["cheap"] = rows["asteroid"]["cheap_labels"]
         if "pretrain-finetune" in rows:
             entry["plain"] = rows["pretrain-finetune"].get("forces_vs_accurate_only")
@@ -519,7 +523,7 @@ def asteroid_summary(res: Results) -> str:
     for molecule, e in sorted(by_molecule.items()):
         if not e["gammas"]:
             continue
-        gammas = ", ".join(f"{ratio(v)}× at γ = {g:g}" for g, v in sorted(e["gammas"].items(), reverse=True))
+        gammas = ", ".join(f"{ratio(v)}× (γ = {g} energies)" for g, v in sorted(e["gammas"].items(), reverse=True))
         parts.append(f"{molecule} ({e['n']} DFT + {e['cheap']} xTB labels): {gammas} the DFT-only force MAE "
                      f"(plain pretrain-finetune {ratio(e['plain'])}×)")
     return "; ".join(parts) or "not measured yet"
