@@ -381,6 +381,7 @@ def labelling_page(res: Results) -> str:
 # ---------------------------------------------------------------- fine-tuning
 FINETUNE = "finetune_xtb_to_dft.json"
 ASTEROID_GLOB = "asteroid_*.json"
+ASTEROID_REUSED = {"accurate-only", "pretrain-finetune", "asteroid-score"}  # recipes a variant takes over from its base run
 
 
 def finetune_page(res: Results) -> str:
@@ -455,8 +456,8 @@ def asteroid_page(res: Results) -> str:
         mace = mace_of.get((r["molecule"], r["seed"]))
         variant = bool(r["settings"].get("variant"))
         for row in r["report"]["rows"]:
-            if row.get("status") != "done" or (variant and row["recipe"] != "asteroid"):
-                continue  # a variant's other rows repeat its base run's
+            if row.get("status") != "done" or (variant and row["recipe"] in ASTEROID_REUSED):
+                continue  # a variant's rows for these repeat its base run's
             f = row["forces_mae_meV_per_A"]
             gamma = asteroid_setting(r) if row["recipe"] == "asteroid" else ""
             rows.append([r["molecule"], str(r["seed"]), row["recipe"], gamma, str(row["accurate_labels"]), str(row["cheap_labels"]),
@@ -474,11 +475,20 @@ def asteroid_page(res: Results) -> str:
                p["baseline"], pct(p["forces_change_pct"], 1),
                f"[{pct(p['ci_low_pct'], 1)}, {pct(p['ci_high_pct'], 1)}]", ratio(p["other_better_frames"])]
               for _, r in found for p in r["report"]["paired"]
-              if not (r["settings"].get("variant") and "asteroid" not in (p["other"], p["baseline"]))]
+              if not (r["settings"].get("variant") and {p["other"], p["baseline"]} <= ASTEROID_REUSED)]
     paired.sort(key=lambda row: (row[0], row[1]))
     out.append("Paired bootstrap over the test frames (10000 resamples; negative: the first recipe is better):\n")
     out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "against", "Δ F MAE", "95% interval", "frames better"], paired, files,
                      align="lrlllrrr"))
+    cost_files = sorted(p.name for p in res.folder.glob("delta_md_cost_*.json"))
+    if cost_files:
+        cost = [[name.removeprefix("delta_md_cost_").removesuffix(".json"), str(c["atoms"]), num(c["md_steps_per_s_plain"]),
+                 num(c["md_steps_per_s_delta"]), ratio(c["delta_slowdown"]), pct(100 * c["delta_baseline_share"], 0).lstrip("+")]
+                for name in cost_files for c in [res(name)]]
+        out.append("What a Δ model costs in MD (500 K Langevin through the ASE calculator, one thread, the same network with "
+                   "and without GFN2-xTB inside the model file; `benchmarks/delta_md_cost.py`, on the loaded machine):\n")
+        out.append(table(["molecule", "atoms", "MD steps/s, network", "MD steps/s, Δ model", "slowdown", "xTB share of a Δ step"],
+                         cost, cost_files))
     bias = [[r["molecule"], num(r["bias"]["gamma_eV_per_A"], 2), num(1000 * r["bias"]["bias_mean_eV_per_A"], 0),
              num(1000 * r["bias"]["bias_min_eV_per_A"], 0), num(1000 * r["bias"]["bias_max_eV_per_A"], 0),
              ratio(r["bias"]["weight_min"], 3), f"{r['bias']['effective_frames']:.0f} of {r['bias']['frames']}"]
