@@ -523,7 +523,10 @@ def asteroid_summary(res: Results) -> str:
     by_molecule: dict[str, dict] = {}
     for _, r in asteroid_results(res, variants=True):
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
-        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": None})
+        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": None,
+                                                       "delta": None})
+        if "delta" in rows:
+            entry["delta"] = rows["delta"].get("forces_vs_accurate_only")
         if "asteroid" in rows:
             entry["gammas"][asteroid_setting(r)] = rows["asteroid"].get("forces_vs_accurate_only")
             entry["cheap"] = rows["asteroid"]["cheap_labels"]
@@ -534,8 +537,9 @@ def asteroid_summary(res: Results) -> str:
         if not e["gammas"]:
             continue
         gammas = ", ".join(f"{ratio(v)}× (γ = {g} energies)" for g, v in sorted(e["gammas"].items(), reverse=True))
+        delta = "" if e["delta"] is None else f"; Δ-learning on GFN2-xTB (`delta`) {ratio(e['delta'])}×"
         parts.append(f"{molecule} ({e['n']} DFT + {e['cheap']} xTB labels): {gammas} the DFT-only force MAE "
-                     f"(plain pretrain-finetune {ratio(e['plain'])}×)")
+                     f"(plain pretrain-finetune {ratio(e['plain'])}×{delta})")
     return "; ".join(parts) or "not measured yet"
 
 
