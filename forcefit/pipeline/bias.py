@@ -21,17 +21,14 @@ from ..atomic_file import atomic_path, write_text_atomic
 from ..data import Frame
 
 
-def frame_bias(potential, frames: list[Frame], batch_size: int = 32) -> np.ndarray:
-    """b_i (eV/Å) of each frame: mean |F_θ0 − F_label| over its atoms and components."""
-    from ..evaluate import predict
-
+def frame_bias(frames: list[Frame], predicted_forces: list) -> np.ndarray:
+    """b_i (eV/Å) of each frame: mean |F_θ0 − F_label| over its atoms and components, from θ0's predicted forces."""
     missing = [f for f in frames if f.forces is None]
     if missing:
         from ..data import DataError
 
         raise DataError("a cheap frame needs forces to estimate its bias", missing[0].source, missing[0].index, "forces")
-    pred = predict(potential, frames, batch_size=batch_size)
-    return np.array([float(np.abs(np.asarray(p) - f.forces).mean()) for p, f in zip(pred["forces"], frames)])
+    return np.array([float(np.abs(np.asarray(p) - f.forces).mean()) for p, f in zip(predicted_forces, frames)])
 
 
 def bias_weights(bias: np.ndarray, gamma: float) -> np.ndarray:
@@ -53,13 +50,6 @@ def weighted_frames(frames: list[Frame], weights: np.ndarray, energies: np.ndarr
         energy = None if drop_energy else (float(energies[k]) if energies is not None else f.energy)
         out.append(replace(f, weight=f.weight * float(weights[k]), energy=energy))
     return out
-
-
-def theta0_energies(potential, frames: list[Frame]) -> np.ndarray:
-    """θ0's predicted energies (eV) of the frames: the published energy labels of cheap frames."""
-    from ..evaluate import predict
-
-    return np.asarray(predict(potential, frames)["energy"], dtype=np.float64)
 
 
 def write_bias_report(bias: np.ndarray, weights: np.ndarray, gamma: float, folder: Path) -> dict:

@@ -13,6 +13,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic_file import atomic_path, write_text_atomic
 from ..config import ConfigError, build_config
 from ..data import DataError, Frame, read_frames, split_indices, validate_frames
@@ -159,8 +161,9 @@ class Pipeline:
         return {"stage": stage, "model": str(result.model_path), "metrics": result.metrics}
 
     def _bias(self) -> dict:
+        from ..evaluate import predict
         from ..model_file import load_model
-        from .bias import bias_weights, frame_bias, theta0_energies, weighted_frames, write_bias_report
+        from .bias import bias_weights, frame_bias, weighted_frames, write_bias_report
 
         folder = self.stage_dir("bias")
         theta0 = load_model(self.stage_dir("accurate") / "model.pt")
@@ -168,9 +171,10 @@ class Pipeline:
         summary = {}
         for part in ("train", "valid"):
             frames = read_frames(self.data_dir / f"cheap_{part}.xyz")
-            bias = frame_bias(theta0, frames)
+            predicted = predict(theta0, frames)  # one pass gives θ0's forces (the bias) and energies (the labels)
+            bias = frame_bias(frames, predicted["forces"])
             weights = bias_weights(bias, a.gamma)
-            energies = theta0_energies(theta0, frames) if a.energy == "theta0" else None
+            energies = np.asarray(predicted["energy"], dtype=np.float64) if a.energy == "theta0" else None
             write_frames(weighted_frames(frames, weights, energies, drop_energy=a.energy == "none"), folder / f"cheap_{part}.xyz")
             if part == "train":
                 summary = write_bias_report(bias, weights, a.gamma, folder)
@@ -184,7 +188,7 @@ class Pipeline:
         """Accurate frames with the cheap method's labels subtracted (the Δ model learns the difference)."""
         from ..baseline import subtract_baseline
 
-        folder = self.out / "stages" / "delta-data"
+        folder = self.configs.delta_data_dir()
         for name in ("accurate_train", "accurate_valid", "test"):
             target = folder / f"{name}.xyz"
             if (self.data_dir / f"{name}.xyz").exists() and not target.exists():

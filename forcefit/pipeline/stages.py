@@ -40,6 +40,10 @@ class StageConfigs:
     def __init__(self, cfg: PipelineConfig, data_dir: Path, stage_dir):
         self.cfg, self.data, self.stage_dir = cfg, data_dir, stage_dir
 
+    def delta_data_dir(self) -> Path:
+        """The accurate frames minus the cheap method, which the delta stage trains on."""
+        return self.stage_dir("delta").parent / "delta-data"
+
     def _run(self, stage: str, budget, data: dict, **sections) -> dict:
         training = {**self.cfg.training, "max_epochs": budget.max_epochs, "max_time": budget.max_minutes,
                     **sections.pop("training", {})}
@@ -91,7 +95,7 @@ class StageConfigs:
                       "e0s": {ACCURATE_LEVEL: c.data.e0s}}
             return self._run(stage, budget, data, levels=levels)
         if stage == "delta":
-            delta = self.stage_dir("bias").parent / "delta-data"
+            delta = self.delta_data_dir()
             data = {"train": [str(delta / "accurate_train.xyz")], "valid": [str(delta / "accurate_valid.xyz")],
                     "e0s": "least_squares"}
             if (delta / "test.xyz").exists():

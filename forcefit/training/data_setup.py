@@ -116,7 +116,7 @@ def prepare_streamed(config: RunConfig, needs: FrameNeeds) -> RunData:
     validate_frames(valid, "valid", needs.energy, needs.forces, species, need_any_label=needs.any_label)
     levels = list(stats["levels"])
     if d.e0s == "least_squares":
-        fitted = {lv: e for lv, e in stats["e0s"].items()}
+        fitted = stats["e0s"]
         if len(levels) == 1 and levels[0] in fitted:
             e0s = {int(z): float(v) for z, v in fitted[levels[0]].items()}
         else:
