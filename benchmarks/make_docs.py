@@ -502,6 +502,122 @@ def asteroid_page(res: Results) -> str:
 
 
 # ---------------------------------------------------------------- README blocks
+# ---------------------------------------------------------------- the shipped model and force-centric pretraining
+FORCE_CENTRIC = "force_centric.json"
+CARDS = ROOT / "forcefit" / "pretrained"
+
+
+def _symbols(numbers: list[int]) -> str:
+    names = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 16: "S", 17: "Cl"}
+    return ", ".join(names.get(z, str(z)) for z in numbers)
+
+
+def pretrained_page(res: Results) -> str:
+    out = [HEADER, "# Models shipped with forcefit\n",
+           "A shipped model is an ordinary forcefit model file inside the package, named instead of pathed: "
+           "`forcefit train --train target.xyz --init organic-gfn2` fine-tunes it, `forcefit.load(\"organic-gfn2\")` "
+           "loads it (on CPU, no download). A file of the same name in the working directory wins over the shipped model. "
+           "Each card below is made from the JSON card shipped beside the model (`forcefit/pretrained/NAME.json`).\n"]
+    for path in sorted(CARDS.glob("*.json")):
+        c = json.loads(path.read_text())
+        pool, train, val = c["pool"], c["training"], c["validation"]
+        cpu = pool["cpu_seconds"]
+        frames = pool["frames"]
+        st = pool["settings"]
+        out.append(f"## `{c['name']}`\n")
+        out.append(f"{c['description']}.\n")
+        out.append(table(["", ""], [
+            ["level of theory", f"{c['level']} (GFN2-xTB through tblite, as the labelling engine runs it)"],
+            ["elements", _symbols(c["elements"])],
+            ["model", f"`{c['model']}`, default options, cutoff {c['cutoff']:g} Å, {c['dtype']}"],
+            ["size", f"{c['parameters']:,} parameters, {c['file_bytes'] / 1e6:.2f} MB"],
+            ["pool", f"{pool['molecules']} molecules ({pool['molecules_failed']} failed to sample) from "
+                     f"`{pool['smiles_list']}`; {frames['pool']:,} frames: {frames['equilibrium']} GFN2-xTB minima "
+                     f"({st['conformers']} conformers a molecule) and {frames['md']:,} MD snapshots "
+                     f"({st['md_frames_per_temperature']} per conformer at each of {', '.join(f'{t:g}' for t in st['temperatures'])} K, "
+                     f"one every {st['md_every']} steps of 0.5 fs)"],
+            ["pool cost", f"{(cpu['sampling'] + cpu['labelling']) / 3600:.2f} CPU-hours "
+                          f"({cpu['sampling'] / 3600:.2f} sampling, {cpu['labelling'] / 3600:.2f} labelling; "
+                          f"{cpu['per_molecule_done']:.1f} CPU-s a molecule)"],
+            ["training", f"{train['objective']}; {train['wall_minutes_budget']:g} min, data-parallel on {train['processes']} CPU processes "
+                         f"× {train['threads']} thread (torchrun, DDP over gloo), "
+                         f"{train['epochs']} epochs, {num(train['structures_per_s'], 0)} structures/s"],
+            ["validation", f"force MAE {num(val['forces_mae_meV_per_A'])} meV/Å on {val['split']}"],
+            ["built", f"{c['built']['date']}, commit {c['built']['commit']}"],
+        ], [f"forcefit/pretrained/{path.name}"], align="ll").replace("in `benchmarks/results/`", "(the shipped card)"))
+        out.append("Rebuild it:\n\n```bash\n" + "\n".join(c["rebuild"]) + "\n```\n")
+        out.append("What it is not: it knows only neutral, closed-shell, gas-phase C/H/N/O molecules of up to ten heavy atoms "
+                   "at the GFN2-xTB level; energies are not trained (the objective is force-only, so fine-tuning refits the "
+                   "E0s); elements it never saw get fresh embeddings when fine-tuned (`finetune.new_species: refuse` "
+                   "refuses them). Ethanol and acetylacetone are not in its pool: they are the targets it is measured on.\n")
+    if (res.folder / FORCE_CENTRIC).exists():
+        out.append("What fine-tuning it gives on 50 DFT frames: [the force-centric benchmark](benchmarks/force_centric.md).\n")
+    return "\n".join(out)
+
+
+def _md_cell(md: dict | None) -> str:
+    if not md:
+        return "–"
+    return " / ".join(f"{t:.1f}" for t in md["stable_ps"]) + f" ({md['collapsed']} of {len(md['stable_ps'])} collapsed)"
+
+
+def force_centric_page(res: Results) -> str:
+    data = res(FORCE_CENTRIC)
+    s = data["settings"]
+    card = data.get("pretraining") or {}
+    out = [HEADER, "# Benchmarks: force-centric pretraining, fine-tuned on 50 DFT frames\n",
+           f"The shipped model (`--init {s['init']}`, [its card](../pretrained.md)) fine-tuned on {s['n_accurate']} DFT frames "
+           f"beside the same backbone (`equivariant-ace`, default options, same seed) trained on them from scratch, "
+           f"{s['minutes']:g} minutes of training each, one thread each, side by side. The frames, validation (25) and test "
+           "sets are the ASTEROID benchmark's (ethanol: 500 rMD17 frames never used in any form; acac: `test_MD_300K.xyz`), "
+           "so its recipes stand beside these. MD: 500 K Langevin NVT, 0.5 fs, from "
+           f"{s['md_starts']} test geometries per model (the same for both arms), until a bond is 0.5 Å off its first-frame "
+           f"length or {s['md_ps']:g} ps. Pretraining cost, reported once: "
+           + (f"{(card['pool']['cpu_seconds']['sampling'] + card['pool']['cpu_seconds']['labelling']) / 3600:.2f} CPU-hours "
+              f"for the pool, {card['training']['wall_minutes_budget']:g} min of pretraining on {card['training']['processes']} CPU processes."
+              if card else "–") + "\n",
+           "```bash\npython benchmarks/force_centric.py --molecules ethanol acac --md-ps " + f"{s['md_ps']:g}"
+           + " --workdir DIR --json benchmarks/results/force_centric.json\n```\n"]
+    rows, paired, ast = [], [], []
+    for r in data["results"]:
+        md = r.get("md", {})
+        for arm, name in (("scratch", "scratch"), ("finetune", f"fine-tuned {s['init']}"), ("mace", "MACE, scratch")):
+            if arm not in r:
+                continue
+            a = r[arm]
+            vs_scratch = a["test_forces_mae_meV_per_A"] / r["scratch"]["test_forces_mae_meV_per_A"]
+            vs_mace = a["test_forces_mae_meV_per_A"] / r["mace"]["test_forces_mae_meV_per_A"] if "mace" in r else None
+            note = "" if arm != "mace" else (" (the ASTEROID run)" if a.get("source", "").startswith("benchmarks/results") else "")
+            rows.append([r["molecule"], str(r["seed"]), name + note, num(a["test_forces_mae_meV_per_A"]), ratio(vs_scratch),
+                         ratio(vs_mace), num(a["test_energy_mae_meV_per_atom"], 2), str(a.get("epochs", "–")), _md_cell(md.get(arm))])
+        q = r["paired"]
+        paired.append([r["molecule"], str(r["seed"]), str(q["n"]), num(q["F_base"]), num(q["F_other"]), pct(q["F_change_pct"], 1),
+                       f"[{pct(q['F_ci_low_pct'], 1)}, {pct(q['F_ci_high_pct'], 1)}]", ratio(q["F_other_better_frames"])])
+        c = r.get("costs", {})
+        ast.append([r["molecule"], "DFT only (scratch)", num(r["scratch"]["test_forces_mae_meV_per_A"]), num(c.get("accurate_only"), 0), "this run"])
+        if "pool_cpu_s" in c:
+            ast.append([r["molecule"], "force-centric, pool for this molecule alone", num(r["finetune"]["test_forces_mae_meV_per_A"]),
+                        num(c["force_centric_one_molecule"], 0), "this run"])
+            ast.append([r["molecule"], f"force-centric, pool shared by {c['shared_over']} molecules",
+                        num(r["finetune"]["test_forces_mae_meV_per_A"]), num(c["force_centric_shared"], 0), "this run"])
+        for recipe, row in sorted(r.get("asteroid", {}).items(), key=lambda kv: kv[1]["forces_mae_meV_per_A"]):
+            ast.append([r["molecule"], recipe, num(row["forces_mae_meV_per_A"]), num(row["label_cpu_seconds"], 0), f"`{Path(row['source']).name}`"])
+    out.append(table(["molecule", "seed", "model", "F MAE", "F / scratch", "F / MACE", "E MAE", "epochs", "MD ps stable per start"],
+                     rows, [FORCE_CENTRIC], align="lrlrrrrrl"))
+    out.append("MAE in meV/Å and meV/atom.\n")
+    out.append("Fine-tuned against scratch on the same test frames (paired bootstrap, 10,000 resamples):\n")
+    out.append(table(["molecule", "seed", "frames", "scratch F MAE", "fine-tuned F MAE", "ΔF", "95% interval", "frames better"],
+                     paired, [FORCE_CENTRIC], align="lrrrrrrr"))
+    out.append("Which method pays: test force MAE against the labelling CPU-seconds a user spends for this molecule (DFT at the "
+               "measured CPU-seconds per frame for the 50 training and 25 validation frames, plus the cheap labels and MD each "
+               "method needs; the pool is paid once, so a user with many target molecules divides it among them). "
+               "The ASTEROID rows are that benchmark's runs on the same frames and budgets "
+               "([its page](asteroid.md)).\n")
+    out.append(table(["molecule", "method", "F MAE", "labelling CPU-s", "from"], ast, [FORCE_CENTRIC], align="llrrl"))
+    out.append("![accuracy against labelling cost](../../benchmarks/results/force_centric.png)\n")
+    return "\n".join(out)
+
+
 def summary_block(res: Results) -> str:
     rows = []
     for name, data in (("ethanol_budget.json", "ethanol"), ("acac_budget.json", "acac")):
@@ -579,7 +695,8 @@ def methods_block(res: Results) -> str:
 
 PAGES = {"docs/benchmarks/mace.md": mace_page, "docs/benchmarks/dens.md": dens_page, "docs/benchmarks/labelling.md": labelling_page}
 # page -> (maker, result files: the page is made when any of them exists)
-OPTIONAL_PAGES = {"docs/benchmarks/finetune.md": (finetune_page, (FINETUNE,)), "docs/benchmarks/asteroid.md": (asteroid_page, (ASTEROID_GLOB,))}
+OPTIONAL_PAGES = {"docs/benchmarks/finetune.md": (finetune_page, (FINETUNE,)), "docs/benchmarks/asteroid.md": (asteroid_page, (ASTEROID_GLOB,)),
+                  "docs/benchmarks/force_centric.md": (force_centric_page, (FORCE_CENTRIC,))}
 BLOCKS = {"summary": summary_block, "methods": methods_block}
 _BLOCK = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
@@ -609,7 +726,10 @@ def fill_blocks(text: str, results: Path = RESULTS) -> str:
 def write(root: Path = ROOT, results: Path = RESULTS) -> list[Path]:
     """Write the pages under ``root`` and fill the blocks of ``root``/README.md if it exists; return what was written."""
     written = []
-    for rel, text in render_pages(results).items():
+    pages = render_pages(results)
+    if any(CARDS.glob("*.json")):  # made from the shipped model cards, not from result files
+        pages["docs/pretrained.md"] = pretrained_page(Results(results))
+    for rel, text in pages.items():
         path = Path(root) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -60,7 +60,7 @@ def train(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="'auto' or 'ddp' (data-parallel; gloo on CPU, nccl on GPU)."),
     dens: bool = typer.Option(False, "--dens", help="Train with the DeNS denoising objective (published small-molecule settings; "
                               "the loss form stays the one set by --energy-loss/--forces-loss)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Fine-tune: start from this forcefit model file (model.pt)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Fine-tune: start from this forcefit model file (model.pt), or a model shipped with forcefit by name (organic-gfn2)."),
     finetune_mode: Optional[str] = typer.Option(None, "--finetune", help="With --init: all (default), freeze-backbone, or backbone-lr=FACTOR."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits, initialisation, shuffling and noise (default 0)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/default): checkpoints, logs, model.pt, metrics, plots."),

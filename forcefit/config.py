@@ -116,7 +116,7 @@ class TrainingConfig(_Strict):
 class FinetuneConfig(_Strict):
     """Start from a forcefit model file and train it on this run's data (``--init``, ``--finetune``)."""
 
-    init: str = Field(..., description="Model file (model.pt) whose weights this run starts from.")
+    init: str = Field(..., description="Model file (model.pt) whose weights this run starts from, or the name of a model shipped with forcefit (organic-gfn2, docs/pretrained.md).")
     mode: Literal["all", "freeze-backbone", "backbone-lr"] = Field(
         "all", description="'all': every weight trains; 'freeze-backbone': only the energy readout (and any auxiliary "
         "head) trains; 'backbone-lr': the backbone trains at backbone_lr × the learning rate.")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import pretrained
 from ._version import __version__
 from .atomic_file import atomic_torch_save
 from .baseline import Baseline
@@ -104,10 +105,17 @@ def load_model(path: str | Path, device: str = "cpu") -> Potential:
 
 
 def read_model_file(path: str | Path) -> dict:
-    """Read and check the file's format and version; say clearly why a file cannot be used."""
-    path = Path(path)
+    """Read and check the file's format and version; say clearly why a file cannot be used.
+
+    ``path`` may also name a model shipped with forcefit (``forcefit.pretrained``, e.g. ``organic-gfn2``).
+    """
+    try:
+        path = pretrained.resolve(path)
+    except (KeyError, FileNotFoundError) as exc:
+        raise ModelFileError(str(exc).strip("'\"")) from None
     if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
+        shipped = ", ".join(pretrained.SHIPPED)
+        raise ModelFileError(f"{path}: no such model file (nor the name of a model shipped with forcefit: {shipped})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:

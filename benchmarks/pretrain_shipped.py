@@ -1,0 +1,127 @@
+"""Build the model that ships with forcefit (``--init organic-gfn2``): force-centric pretraining on the pool.
+
+    python benchmarks/build_pool.py --out POOL --workers 2              # the pool (about 1 CPU hour)
+    python benchmarks/pretrain_shipped.py --pool POOL [--minutes 30] [--processes 2] [--threads 1] [--workdir DIR] [--install]
+
+Pretrains equivariant-ace with the default options (the backbone every benchmark trains from
+scratch) with ``forcefit pretrain`` on ``POOL/pool.h5``: objective force-centric (forces of the MD
+frames, zero-force and harmonic denoising on the GFN2-xTB minima), no energy term, 10% of the pool
+held out for validation, seed 0, ``--minutes`` of wall time, data-parallel over ``--processes``
+CPU processes (torchrun, Lightning DDP over gloo: the DDP path a cluster user takes). A killed run resumes (``--workdir``).
+``--install`` copies the exported model into ``forcefit/pretrained/organic-gfn2.pt`` and writes its
+model card ``organic-gfn2.json`` beside it (the pool's molecules, frames, elements and CPU seconds; the
+training budget, epochs and rate; the validation errors on the held-out pool frames; size and
+parameter count; how to rebuild it); ``benchmarks/make_docs.py`` turns the card into docs/pretrained.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, save_json  # noqa: E402
+
+NAME = "organic-gfn2"
+CONFIG = {
+    "model": {"name": "equivariant-ace"},
+    "objective": {"kind": "force-centric"},
+    "training": {"energy_weight": 0.0, "warmup_epochs": 0.2},  # a few epochs in all: a short warm-up
+    "seed": 0,
+}
+
+
+def pretrain(pool: Path, work: Path, minutes: float, threads: int, processes: int) -> Path:
+    """Run (or resume, or read back) the pretraining; returns the run folder. ``processes`` > 1: torchrun, DDP over gloo."""
+    run = work / "run"
+    if (run / "model.pt").exists() and (work / "done.json").exists():
+        return run
+    work.mkdir(parents=True, exist_ok=True)
+    ddp = {"strategy": "ddp", "devices": processes, "device": "cpu"} if processes > 1 else {}
+    config = {**CONFIG, "training": {**CONFIG["training"], "threads": threads, **ddp}}
+    (work / "pretrain.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    resume = (run / "checkpoints" / "last.ckpt").exists()
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29561"] if processes > 1 else [sys.executable]
+    cmd = [*launch, "-m", "forcefit.cli", "pretrain", "--pool", str(pool / "pool.h5"), "--config", str(work / "pretrain.yaml"),
+           "--max-time", str(minutes), "--out", str(run), "--no-progress", *(["--resume"] if resume else [])]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    save_json(work / "done.json", {"command": cmd, "minutes": minutes, "threads": threads, "processes": processes})
+    return run
+
+
+def model_card(pool: Path, run: Path, minutes: float, threads: int, processes: int) -> dict:
+    """What a user needs to judge the model: data, budget, errors, size, provenance."""
+    import torch
+
+    from forcefit.model_file import read_model_file
+    from forcefit.training import metrics_history
+
+    summary = json.loads((pool / "pool.json").read_text())
+    payload = read_model_file(run / "model.pt")
+    log = metrics_history.rows(run / "logs")
+    validated = [r for r in log if r.get("val_forces_mae")]
+    rates = [float(r["structures_per_s"]) for r in log if r.get("structures_per_s")]
+    n_params = sum(v.numel() for v in payload["state_dict"].values() if isinstance(v, torch.Tensor))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    last = validated[-1] if validated else {}
+    return {
+        "name": NAME,
+        "description": "equivariant-ace pretrained force-centrically on GFN2-xTB minima and MD of small neutral C/H/N/O molecules",
+        "level": summary["level"],
+        "elements": sorted(int(z) for z in payload["architecture"]["species"]),
+        "model": payload["architecture"].get("name", "equivariant-ace"),
+        "cutoff": payload["cutoff"],
+        "parameters": int(n_params),
+        "file_bytes": (run / "model.pt").stat().st_size,
+        "dtype": payload.get("dtype"),
+        "pool": {"molecules": summary["molecules"]["done"], "molecules_failed": len(summary["molecules"]["failed"]),
+                 "frames": summary["frames"], "settings": summary["settings"], "cpu_seconds": summary["cpu_seconds"],
+                 "smiles_list": "forcefit/data/pretraining_smiles.txt (ethanol and acetylacetone excluded)"},
+        "training": {"objective": "force-centric (forces on MD frames; zero-force and denoising on minima; no energy term)",
+                     "config": CONFIG, "wall_minutes_budget": minutes, "threads": threads, "processes": processes,
+                     "epochs": int(max(int(r["epoch"]) for r in log) + 1) if log else 0,
+                     "structures_per_s": float(sorted(rates)[len(rates) // 2]) if rates else None,
+                     "valid_fraction": 0.1},
+        "validation": {"split": "10% of the pool, held out by index (GFN2-xTB labels)",
+                       "forces_mae_meV_per_A": float(last["val_forces_mae"]) if last else None,
+                       **({"forces_rmse_meV_per_A": float(last["val_forces_rmse"])} if last.get("val_forces_rmse") else {}),
+                       "epoch": int(last["epoch"]) if last else None},
+        "rebuild": ["python benchmarks/build_pool.py --out POOL --workers 2",
+                    f"python benchmarks/pretrain_shipped.py --pool POOL --minutes {minutes:g} --threads {threads} --processes {processes} --install"],
+        "built": {"date": datetime.date.today().isoformat(), "commit": commit, "forcefit_version": payload.get("forcefit_version")},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pool", type=Path, required=True, help="the folder build_pool.py wrote (pool.h5, pool.json)")
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--processes", type=int, default=2, help="data-parallel processes (torchrun, DDP over gloo); 1: no DDP")
+    p.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "runs" / "pretrain_organic_gfn2")
+    p.add_argument("--install", action="store_true", help="copy the model and its card into forcefit/pretrained/")
+    args = p.parse_args()
+    for name in ("pool.h5", "pool.json"):
+        if not (args.pool / name).exists():
+            raise SystemExit(f"{args.pool / name}: missing; build the pool first (benchmarks/build_pool.py --out {args.pool})")
+    run = pretrain(args.pool, args.workdir, args.minutes, args.threads, args.processes)
+    card = model_card(args.pool, run, args.minutes, args.threads, args.processes)
+    save_json(args.workdir / "card.json", card)
+    print(json.dumps({k: card[k] for k in ("elements", "parameters", "file_bytes", "validation")}, indent=1))
+    if args.install:
+        target = ROOT / "forcefit" / "pretrained"
+        shutil.copyfile(run / "model.pt", target / f"{NAME}.pt")
+        save_json(target / f"{NAME}.json", card)
+        print(f"installed {target / (NAME + '.pt')} and its card")
+
+
+if __name__ == "__main__":
+    main()
