@@ -618,6 +618,19 @@ def force_centric_page(res: Results) -> str:
     return "\n".join(out)
 
 
+def force_centric_summary(res: Results) -> str:
+    if not (res.folder / FORCE_CENTRIC).exists():
+        return "built, with a shipped model (`--init organic-gfn2`, docs/pretrained.md); fine-tuning not measured yet"
+    parts = []
+    for r in res(FORCE_CENTRIC)["results"]:
+        q = r["paired"]
+        mace = f", {ratio(r['finetune_vs_mace'])}× MACE" if "finetune_vs_mace" in r else ""
+        parts.append(f"{r['molecule']} ({r['n_accurate']} DFT frames, seed {r['seed']}): fine-tuning `organic-gfn2` gives "
+                     f"{ratio(r['finetune_vs_scratch'])}× the from-scratch force MAE ({pct(q['F_change_pct'])} "
+                     f"[{pct(q['F_ci_low_pct'])}, {pct(q['F_ci_high_pct'])}]){mace}")
+    return "; ".join(parts)
+
+
 def summary_block(res: Results) -> str:
     rows = []
     for name, data in (("ethanol_budget.json", "ethanol"), ("acac_budget.json", "acac")):
@@ -681,7 +694,7 @@ def methods_block(res: Results) -> str:
         ["fine-tuning from cheap labels (`--init`, `levels`)", "many cheap labels (GFN2-xTB) of the same molecule, few accurate ones",
          ft, "[docs/finetuning.md](docs/finetuning.md)"],
         ["force-centric pretraining (`forcefit pretrain`)", "many cheap labels of varied structures, few expensive ones",
-         "built (objective, packed pool, streamed and DDP pretraining); not measured yet: the shipped pool and model are not built",
+         force_centric_summary(res),
          "[docs/pretraining.md](docs/pretraining.md)"],
         ["ASTEROID (`forcefit pipeline`)", "a large, biased cheap dataset and a small accurate one", asteroid_summary(res),
          "[docs/asteroid.md](docs/asteroid.md)"],
@@ -689,7 +702,8 @@ def methods_block(res: Results) -> str:
     return table(["method", "when it should help", "measured effect (Δ > 0: worse than without)", "page"], rows,
                  [DENS_PAIRED_FIXED, "dens_ethanol950_std_units.json", "dens_ethanol950_300epochs.json",
                   "dens_ethanol950_1500epochs.json", "dens_ethanol950_1500epochs_paired.json", *([FINETUNE] if default else []),
-                  *dict.fromkeys(name for name, _ in asteroid_results(res))],
+                  *dict.fromkeys(name for name, _ in asteroid_results(res)),
+                  *([FORCE_CENTRIC] if (res.folder / FORCE_CENTRIC).exists() else [])],
                  align="llll")
 
 
