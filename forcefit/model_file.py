@@ -111,8 +111,8 @@ def read_model_file(path: str | Path) -> dict:
     """
     try:
         path = pretrained.resolve(path)
-    except (KeyError, FileNotFoundError) as exc:
-        raise ModelFileError(str(exc).strip("'\"")) from None
+    except FileNotFoundError as exc:  # a shipped name whose file this installation lacks
+        raise ModelFileError(str(exc)) from None
     if not path.exists():
         shipped = ", ".join(pretrained.SHIPPED)
         raise ModelFileError(f"{path}: no such model file (nor the name of a model shipped with forcefit: {shipped})")
