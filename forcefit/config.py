@@ -104,6 +104,9 @@ class TrainingConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
     progress: bool = True
+    checkpoint_minutes: float | None = Field(
+        10.0, gt=0, description="Also write the resumable checkpoint (last.ckpt) every this many minutes of training, "
+        "inside an epoch, so a killed run on a large pool loses at most this much (null: only at validations).")
 
     @field_validator("val_interval")
     @classmethod

@@ -67,9 +67,9 @@ def float64():
     torch.set_default_dtype(old)
 
 
-def train_and_kill_at_epoch(config_path, epoch: int, timeout: float = 1200):
-    """Train the config at ``config_path`` in a fresh process that SIGKILLs itself when epoch ``epoch`` starts
-    (a real kill: nothing gets to clean up); returns the finished process."""
+def train_and_kill_at_epoch(config_path, epoch: int, timeout: float = 1200, batch: int = 0):
+    """Train the config at ``config_path`` in a fresh process that SIGKILLs itself when batch ``batch`` of epoch
+    ``epoch`` starts (a real kill: nothing gets to clean up); returns the finished process."""
     import subprocess
     import sys
     import textwrap
@@ -81,8 +81,8 @@ def train_and_kill_at_epoch(config_path, epoch: int, timeout: float = 1200):
         from forcefit.training.run import train
 
         class KillAtEpoch(L.Callback):
-            def on_train_epoch_start(self, trainer, module):
-                if trainer.current_epoch == {int(epoch)}:
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if trainer.current_epoch == {int(epoch)} and batch_idx == {int(batch)}:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         train(RunConfig.from_yaml({str(config_path)!r}), callbacks=[KillAtEpoch()])

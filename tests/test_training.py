@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -269,3 +270,30 @@ def test_metrics_history_survives_repeated_kills(tmp_path):
     assert [r["loss"] for r in rows] == ["a0", "a1", "a2", "b2", "b3", "b4", "c4", "c5", "c6"]
     assert rows[0]["val"] == "" and rows[-1]["val"] == "v"
     assert not (tmp_path / metrics_history.HISTORY).exists()
+
+
+def test_resume_inside_an_epoch_reproduces_uninterrupted_run(tmp_path, ethanol_xyz):
+    """A kill in the middle of an epoch resumes at the batch after the last timed checkpoint, with the batch order
+    of the uninterrupted run: the same final weights, and every frame trained once in that epoch."""
+    settings = dict(max_epochs=3, val_interval=1, checkpoint_minutes=1e-6)  # a timed checkpoint after every batch
+    full = forcefit.train(_config(tmp_path, ethanol_xyz, "full", **settings))
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, ethanol_xyz, "killed", **settings)))
+    proc = train_and_kill_at_epoch(cfg_path, 1, batch=3)  # 30 training frames, batches of 4: 7 per epoch
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 1 and state["global_step"] == 7 + 3  # written after batch 2 of epoch 1
+    seen = []
+
+    class RecordBatches(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append((trainer.current_epoch, batch_idx))
+
+    from forcefit.config import RunConfig
+    from forcefit.training.run import train
+
+    resumed = train(RunConfig.from_yaml(cfg_path), resume=True, callbacks=[RecordBatches()])
+    assert seen[:5] == [(1, 3), (1, 4), (1, 5), (1, 6), (2, 0)]
+    a, b = _params(full.model_path), _params(resumed.model_path)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)

@@ -81,7 +81,10 @@ class ForceFieldModule(L.LightningModule):
             self._metric_sums[key] = (total + value.detach() * n, count + n)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        # the EMA follows each step here, not in on_train_batch_end: Lightning runs that hook after the callbacks',
+        # so a checkpoint written inside an epoch would hold an average one step behind its weights
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .console import ValidationLines, output_is_terminal, quiet_third_party
 from .data_setup import RunData, prepare_data
 from .module import ForceFieldModule
+from .resumable_loader import CountTrainedBatches, ResumableLoader
 from .sampler import EpochSeededSampler
 from .validation_schedule import ValidateFinalEpoch, validation_interval
 
@@ -123,7 +125,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     dataset = StreamingGraphDataset if config.data.stream else GraphDataset  # a streamed pool builds graphs when read
     train_set, valid_set = dataset(data.train, cutoff, levels), GraphDataset(data.valid, cutoff, levels)
     loader_kw = dict(collate_fn=collate, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, sampler=EpochSeededSampler(len(train_set), config.seed), drop_last=len(train_set) > t.batch_size, **loader_kw)
+    train_loader = ResumableLoader(train_set, batch_size=t.batch_size, sampler=EpochSeededSampler(len(train_set), config.seed), drop_last=len(train_set) > t.batch_size, **loader_kw)
     valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, **loader_kw)
 
     checkpoint = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_loss", save_top_k=1, enable_version_counter=False)
@@ -132,7 +134,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     latest = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False)
     if monitor is None:  # nothing ranks checkpoints: the latest is the one exported
         checkpoint = latest
-    callbacks = [*dict.fromkeys([checkpoint, latest]), ValidateFinalEpoch(val_interval), *(callbacks or [])]
+    callbacks = [*dict.fromkeys([checkpoint, latest]), ValidateFinalEpoch(val_interval), CountTrainedBatches(), *(callbacks or [])]
+    if t.checkpoint_minutes:  # inside an epoch too: the loader resumes at the batch after the checkpoint's
+        callbacks.append(ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="last", save_top_k=1, enable_version_counter=False,
+                                         train_time_interval=timedelta(minutes=t.checkpoint_minutes)))
     if t.patience and monitor:  # EarlyStopping counts validations, the setting counts epochs
         callbacks.append(EarlyStopping(monitor="val_loss", patience=math.ceil(t.patience / val_interval)))
     bar = t.progress and output_is_terminal()  # in a log file a redrawn bar is thousands of lines
