@@ -79,6 +79,31 @@ def test_defaults_weigh_equilibrium_terms_like_force_labels_and_tags_choose_the_
     assert "1 off-equilibrium" in lines[0] and "1 equilibrium" in lines[0] and "train nothing" in lines[1]
 
 
+
+def test_describing_a_streamed_pool_reads_its_tags_not_its_frames(tmp_path, monkeypatch):
+    from forcefit.data.frame import frame_flags
+    from forcefit.data.packed import PackedFrames, pack
+    from forcefit.training.data_setup import FrameSubset
+
+    frames = _frames() + [Frame(positions=np.zeros((1, 3)), numbers=np.array([1]))]
+    xyz = tmp_path / "mixed.xyz"
+    import ase.io
+
+    ase.io.write(xyz, [f.to_atoms() for f in frames], format="extxyz")
+    pack([xyz], tmp_path / "pool.h5")
+    pool = PackedFrames(tmp_path / "pool.h5")
+    expected = frame_flags(list(pool))  # from the frames themselves
+    monkeypatch.setattr(PackedFrames, "_block", lambda *a: pytest.fail("describe read frames from the pool"))
+    for name, values in frame_flags(pool).items():
+        assert values.tolist() == expected[name].tolist(), name
+    assert expected["equilibrium"].tolist() == [True, False, False] and expected["has_forces"].tolist() == [False, True, False]
+    subset = FrameSubset(pool, [2, 0])
+    assert frame_flags(subset)["equilibrium"].tolist() == [False, True]
+    ctx = ObjectiveContext(SupervisedLoss([EnergyTerm(1.0), ForcesTerm(80.0)]), cutoff=5.0)
+    lines = ForceCentric(ForceCentricConfig(), ctx).describe(pool)
+    assert "1 off-equilibrium" in lines[0] and "1 equilibrium" in lines[0] and "train nothing" in lines[1]
+
+
 def test_force_centric_trains_a_real_backbone_on_a_mixed_pool(tmp_path):
     """Equilibrium frames without labels and off-equilibrium frames with forces (another level, no energies
     used) in one run: the data layer accepts them, the backbone trains, every term is logged."""

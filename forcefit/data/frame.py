@@ -48,3 +48,16 @@ class Frame:
         if self.energy is not None or self.forces is not None:
             atoms.calc = SinglePointCalculator(atoms, energy=self.energy, forces=self.forces)
         return atoms
+
+
+FLAGS = ("equilibrium", "has_energy", "has_forces")
+
+
+def frame_flags(frames) -> dict[str, np.ndarray]:
+    """Per-frame booleans ``equilibrium``, ``has_energy``, ``has_forces`` of a sequence of frames. A packed pool
+    (or a subset of one) answers from its per-frame arrays, so summarising a streamed pool reads no atoms."""
+    if hasattr(frames, "flags"):
+        return frames.flags()
+    return {"equilibrium": np.array([f.equilibrium for f in frames], dtype=bool),
+            "has_energy": np.array([f.energy is not None for f in frames], dtype=bool),
+            "has_forces": np.array([f.forces is not None for f in frames], dtype=bool)}

@@ -40,7 +40,7 @@ import numpy as np
 from .._version import __version__
 from ..atomic_file import atomic_path
 from .errors import DataError
-from .frame import Frame
+from .frame import FLAGS, Frame
 from .hdf5_sources import HDF5_SUFFIXES, count_hdf5_frames, iter_hdf5_frames, open_hdf5
 from .pool_stats import DEFAULT_NEIGHBOR_CUTOFF, PoolStats, stats_from_json
 from .readers import read_frames
@@ -344,6 +344,12 @@ class PackedFrames(Sequence):
     def __len__(self) -> int:
         self._ensure_open()
         return len(self.offsets) - 1
+
+    def flags(self) -> dict[str, np.ndarray]:
+        """``frame.frame_flags`` of every frame, from the per-frame arrays alone (no atom is read)."""
+        self._ensure_open()
+        return {name: self._read(self._datasets[f"frames/{name}"], f"frames/{name}", slice(None)).astype(bool)
+                for name in FLAGS}
 
     def __getitem__(self, k):
         n = len(self)

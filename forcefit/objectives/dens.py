@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from ..data.frame import frame_flags
 from ..data.neighbors import rebuild_edges
 from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
 from .losses import per_atom_energy_error
@@ -161,7 +162,7 @@ class Dens:
         return loss, metrics
 
     def describe(self, frames) -> list[str]:
-        forceless = sum(f.forces is None for f in frames)
+        forceless = int((~frame_flags(frames)["has_forces"]).sum())
         lines = [f"DeNS: {len(frames) - forceless} training frames can be denoised; {forceless} have no forces and train without denoising"]
         if self.cfg.weight_units == "energy_std":
             lines.append(f"DeNS: λ_DeNS = {self.cfg.weight:g} × energy std {self.weight_unit:.4g} eV = {self.weight(0.0):.4g} on the eV-scale loss")

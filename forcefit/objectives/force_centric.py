@@ -20,6 +20,7 @@ import torch
 from ase.units import kB
 from pydantic import Field
 
+from ..data.frame import frame_flags
 from ..data.neighbors import rebuild_edges
 from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
 from .losses import forces_loss, per_component_mean
@@ -87,8 +88,9 @@ class ForceCentric:
                                   self.cutoff, self.forces_kind)
 
     def describe(self, frames) -> list[str]:
-        eq = sum(f.equilibrium for f in frames)
-        off = sum((not f.equilibrium) and f.forces is not None for f in frames)
+        flags = frame_flags(frames)  # a streamed pool answers from its per-frame arrays
+        eq = int(flags["equilibrium"].sum())
+        off = int((~flags["equilibrium"] & flags["has_forces"]).sum())
         idle = len(frames) - eq - off
         lines = [f"force-centric: {off} off-equilibrium frames train their forces, {eq} equilibrium frames the zero-force "
                  f"and denoising terms (k = k_B·T/σ² = {self.k:.3g} eV/Å²)"]

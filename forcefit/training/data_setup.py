@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..config import RunConfig
 from ..data import DataError, Frame, read_frames, resolve_e0s, split_indices, validate_frames
+from ..data.frame import frame_flags
 from ..data.validate import count_duplicates
 from ..objectives.base import FrameNeeds
 
@@ -83,7 +84,7 @@ class FrameSubset(Sequence):
     """Frames ``indices`` of a lazy sequence (a packed pool), read when asked for."""
 
     def __init__(self, frames: Sequence[Frame], indices):
-        self.frames, self.indices = frames, [int(k) for k in indices]
+        self.frames, self.indices = frames, np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -92,6 +93,9 @@ class FrameSubset(Sequence):
         if isinstance(k, slice):
             return [self.frames[i] for i in self.indices[k]]
         return self.frames[self.indices[k]]
+
+    def flags(self) -> dict[str, np.ndarray]:
+        return {name: values[self.indices] for name, values in frame_flags(self.frames).items()}
 
 
 def prepare_streamed(config: RunConfig, needs: FrameNeeds) -> RunData:
