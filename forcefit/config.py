@@ -14,6 +14,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def listify(v):
+    """One path or a list of them, as a list (the YAML and Python short form of a file list)."""
+    return [v] if isinstance(v, (str, Path)) else v
+
+
 class DataConfig(_Strict):
     train: list[str] = Field(default_factory=list, description="Training files (any ASE format, ASE/campaign .db, MD17 .npz).")
     valid: list[str] = Field(default_factory=list, description="Validation files; if empty, valid_fraction of train is held out.")
@@ -39,10 +44,7 @@ class DataConfig(_Strict):
             raise ValueError(f"weights must be non-negative numbers, got {bad}")
         return v
 
-    @field_validator("train", "valid", "test", mode="before")
-    @classmethod
-    def _listify(cls, v):
-        return [v] if isinstance(v, (str, Path)) else v
+    _listify = field_validator("train", "valid", "test", mode="before")(classmethod(lambda cls, v: listify(v)))
 
 
 class ModelConfig(_Strict):

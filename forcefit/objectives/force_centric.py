@@ -21,9 +21,8 @@ from ase.units import kB
 from pydantic import Field
 
 from ..data.frame import frame_flags
-from ..data.neighbors import rebuild_edges
 from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
-from .losses import forces_loss, per_component_mean
+from .losses import forces_loss, harmonic_denoising_loss, per_component_mean
 
 
 class ForceCentricConfig(ObjectiveConfig):
@@ -54,10 +53,7 @@ def force_centric_loss(model, batch: dict, noise: torch.Tensor, k: float, forces
             total = total + zero_weight * value
             metrics["loss_zero_force"] = value.detach()
         if denoise_weight > 0:
-            eps = noise * eq_atoms.unsqueeze(-1).to(noise.dtype)
-            noisy = rebuild_edges({**batch, "positions": batch["positions"] + eps}, cutoff)
-            f_noisy = model(noisy, compute_forces=True)["forces"]
-            value = per_component_mean(((f_noisy + k * eps) ** 2).sum(-1), eq_atoms, batch)
+            value, _ = harmonic_denoising_loss(model, batch, noise, k, eq_atoms, cutoff)
             total = total + denoise_weight * value
             metrics["loss_denoise"] = value.detach()
     return total, metrics

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.neighbors import rebuild_edges
 from ..models.scatter import scatter_sum
 
 
@@ -50,3 +51,15 @@ def per_component_mean(per_atom: torch.Tensor, atoms: torch.Tensor, batch: dict)
     n = scatter_sum(counted, batch["batch"], g)
     w = batch["weight"].to(per_atom.dtype) * (n > 0).to(per_atom.dtype)
     return (w * sums / (3 * n.clamp_min(1))).sum() / w.sum().clamp_min(1e-12)
+
+
+def harmonic_denoising_loss(model, batch: dict, displacement: torch.Tensor, k: float, atoms: torch.Tensor,
+                            cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over ``atoms`` of ‖F̂(x + δ) + k·δ‖² per component, δ being ``displacement`` on those atoms and zero
+    elsewhere: the force a harmonic well of stiffness k (eV/Å²) about x would give. With k = k_B·T/σ² and Gaussian
+    δ of width σ it is both force-centric denoising and denoising score matching. Returns (loss, target −k·δ)."""
+    delta = displacement * atoms.unsqueeze(-1).to(displacement.dtype)
+    noisy = rebuild_edges({**batch, "positions": batch["positions"] + delta}, cutoff)
+    forces = model(noisy, compute_forces=True)["forces"]
+    target = -k * delta
+    return per_component_mean(((forces - target) ** 2).sum(-1), atoms, batch), target

@@ -26,9 +26,8 @@ import torch
 from ase.units import kB
 from pydantic import Field
 
-from ..data.neighbors import rebuild_edges
 from .base import FrameNeeds, ObjectiveConfig, ObjectiveContext
-from .losses import per_component_mean
+from .losses import harmonic_denoising_loss, per_component_mean
 
 
 class ScoreMatchingConfig(ObjectiveConfig):
@@ -67,11 +66,7 @@ def sliced_score_loss(model, batch: dict, kT: float, projections: list[torch.Ten
 def denoising_score_loss(model, batch: dict, kT: float, displacement: torch.Tensor, sigma: float, cutoff: float):
     """mean ‖F̂(x + δ) + k_B·T·δ/σ²‖² per component, for a given displacement δ (N, 3), zero on fixed atoms."""
     free = ~batch["fixed"]
-    displacement = displacement * free.unsqueeze(-1).to(displacement.dtype)
-    noisy = rebuild_edges({**batch, "positions": batch["positions"] + displacement}, cutoff)
-    out = model(noisy, compute_forces=True)
-    target = -kT * displacement / sigma**2
-    loss = per_component_mean(((out["forces"] - target) ** 2).sum(-1), free, batch)
+    loss, target = harmonic_denoising_loss(model, batch, displacement, kT / sigma**2, free, cutoff)
     return loss, {"score_target_rms": (target[free] ** 2).mean().sqrt().detach()}
 
 

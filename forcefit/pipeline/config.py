@@ -8,19 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..config import ConfigError, ModelConfig, load_yaml
+from ..config import ConfigError, ModelConfig, _Strict, listify, load_yaml
 
 RECIPES = ("accurate-only", "pretrain-finetune", "asteroid", "asteroid-score", "delta", "multilevel")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _listify(v):
-    return [v] if isinstance(v, (str, Path)) else v
 
 
 class Source(_Strict):
@@ -32,7 +24,7 @@ class Source(_Strict):
         None, ge=0, description="Measured labelling cost, for files that do not come from a campaign (a campaign "
         "states its own, measured while labelling).")
 
-    _files = field_validator("files", mode="before")(classmethod(lambda cls, v: _listify(v)))
+    _files = field_validator("files", mode="before")(classmethod(lambda cls, v: listify(v)))
 
     @model_validator(mode="before")
     @classmethod
