@@ -98,6 +98,13 @@ class FrameSubset(Sequence):
         return {name: values[self.indices] for name, values in frame_flags(self.frames).items()}
 
 
+def _check_held_out(valid, test, species, needs: FrameNeeds, **checks) -> None:
+    """Validation frames need the labels the objectives need; test frames only elements the model knows."""
+    validate_frames(valid, "valid", needs.energy, needs.forces, species, need_any_label=needs.any_label, **checks)
+    if test:
+        validate_frames(test, "test", False, False, species, **checks)
+
+
 def prepare_streamed(config: RunConfig, needs: FrameNeeds) -> RunData:
     """A packed pool as training data, never loaded whole: statistics from the pool file, a held-out
     validation share read once (or data.valid)."""
@@ -117,7 +124,7 @@ def prepare_streamed(config: RunConfig, needs: FrameNeeds) -> RunData:
         train, valid = FrameSubset(pool, train_idx), [pool[int(k)] for k in valid_idx]
     test = _read_all(d.test, config) if d.test else []
     species = [int(z) for z in stats["elements"]]
-    validate_frames(valid, "valid", needs.energy, needs.forces, species, need_any_label=needs.any_label)
+    _check_held_out(valid, test, species, needs)
     levels = list(stats["levels"])
     if d.e0s == "least_squares":
         fitted = stats["e0s"]
@@ -169,9 +176,7 @@ def prepare_data(config: RunConfig, needs: FrameNeeds | None = None) -> RunData:
     species = sorted({int(z) for f in train for z in f.numbers})
     checks = dict(levels=levels if multi else None, level_key=config.levels.key if multi else "level")
     validate_frames(train, "train", needs.energy, needs.forces, species, need_any_label=needs.any_label, **checks)
-    validate_frames(valid, "valid", needs.energy, needs.forces, species, need_any_label=needs.any_label, **checks)
-    if d.test:
-        validate_frames(test, "test", False, False, species, **checks)
+    _check_held_out(valid, test, species, needs, **checks)
     duplicates = count_duplicates(train)
     if duplicates:
         rank_zero_warn(f"{duplicates} training frame(s) repeat an earlier frame (same level, elements and positions); "
