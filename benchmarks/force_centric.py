@@ -73,7 +73,6 @@ def md_job(job: dict) -> dict:
 
     torch.set_num_threads(1)
     starts = ase.io.read(job["structures"], ":")
-    starts = [starts[k] for k in job["indices"]]
     calculator = forcefit.load(job["model"], compile=True).calculator
     steps = int(round(job["ps"] * 1000 / MD_TIMESTEP_FS))
     r = run_replicas(starts, calculator, temperature=MD_TEMPERATURE, timestep_fs=MD_TIMESTEP_FS, steps=steps,
@@ -132,9 +131,11 @@ def run_one(args, molecule: str, seed: int, root: Path, card: dict | None) -> di
     if "mace" in result:
         result["finetune_vs_mace"] = finetune["test_forces_mae_meV_per_A"] / result["mace"]["test_forces_mae_meV_per_A"]
     if args.md_ps > 0:
-        n_test = len(ase.io.read(paths["test"], ":"))
-        indices = np.random.default_rng(seed).choice(n_test, size=args.md_starts, replace=False).tolist()
-        md_jobs = [{"model": r["model_path"], "structures": str(paths["test"]), "indices": indices, "ps": args.md_ps,
+        test = ase.io.read(paths["test"], ":")
+        indices = np.random.default_rng(seed).choice(len(test), size=args.md_starts, replace=False).tolist()
+        starts = work / "md_starts.xyz"  # the same starts for both arms, written once
+        ase.io.write(starts, [test[k] for k in indices], format="extxyz")
+        md_jobs = [{"model": r["model_path"], "structures": str(starts), "indices": indices, "ps": args.md_ps,
                     "seed": seed, "out": str(work / f"md_{arm}_{args.md_ps:g}ps.json")}
                    for arm, r in (("scratch", scratch), ("finetune", finetune))]
         result["md"] = dict(zip(("scratch", "finetune"), map_jobs(md_job, md_jobs, parallel=True)))

@@ -508,8 +508,9 @@ CARDS = ROOT / "forcefit" / "pretrained"
 
 
 def _symbols(numbers: list[int]) -> str:
-    names = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 16: "S", 17: "Cl"}
-    return ", ".join(names.get(z, str(z)) for z in numbers)
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[z] for z in numbers)
 
 
 def pretrained_page(res: Results) -> str:
