@@ -14,7 +14,8 @@ Arms, equivariant-ace with the default options, seed as given, --minutes of trai
 each, side by side (two processes):
 - ``scratch``: the 50 frames from a fresh initialisation, E0s from isolated_atoms.xyz;
 - ``finetune``: the same run started from --init (default: the model shipped with forcefit, whose
-  pretraining cost is reported once, from its model card), every weight training, E0s refitted;
+  pretraining cost is reported once, from its model card), every weight training, E0s refitted
+  (--finetune-mode and --finetune-lr change that arm alone; such a variant gets its own run folder);
 - ``MACE`` (--mace: trained here, benchmarks/mace_baseline.py, the same budget; otherwise read from
   the ASTEROID benchmark's result for the same molecule, seed, frames and budget, and marked so).
 A paired bootstrap over test frames compares finetune with scratch. MD stability (METHODS.md): 500 K
@@ -105,13 +106,28 @@ def asteroid_rows(molecule: str, seed: int, n: int, minutes: float) -> dict:
     return found
 
 
+def finetune_settings(args) -> dict:
+    """The finetune section of the fine-tuning arm: --init, and --finetune-mode in the command-line form."""
+    from forcefit.config import FinetuneConfig
+
+    mode = FinetuneConfig.parse_mode(args.finetune_mode) if args.finetune_mode != "all" else {}
+    return {"init": args.init, **mode}
+
+
+def finetune_variant(args) -> str:
+    """'' for the default fine-tuning settings, else a suffix naming the changed ones (its own run folder)."""
+    parts = ([args.finetune_mode] if args.finetune_mode != "all" else []) + ([f"lr{args.finetune_lr:g}"] if args.finetune_lr else [])
+    return "".join(f"_{p}" for p in parts)
+
+
 def run_one(args, molecule: str, seed: int, root: Path, card: dict | None) -> dict:
     work = root / f"{molecule}_{seed}_n{args.n_accurate}"
     paths = write_data(molecule, seed, args.n_accurate, work / "data")
     e0s = require_shared(molecule, "isolated_atoms.xyz")
     common = {"paths": paths, "e0s": e0s, "minutes": args.minutes, "model": "equivariant-ace", "seed": seed, "threads": 1}
     jobs = [{**common, "out": work / "scratch"},
-            {**common, "out": work / "finetune", "extra": {"finetune": {"init": args.init}}}]
+            {**common, "out": work / f"finetune{finetune_variant(args)}", "extra": {"finetune": finetune_settings(args)},
+             **({"training": {"lr": args.finetune_lr}} if args.finetune_lr else {})}]
     scratch, finetune = list(map_jobs(train_job, jobs, parallel=True))
     from forcefit.compare import compare
 
@@ -198,6 +214,8 @@ def main() -> None:
     p.add_argument("--n-accurate", type=int, default=50)
     p.add_argument("--minutes", type=float, default=10.0, help="training budget of every arm")
     p.add_argument("--init", default="organic-gfn2", help="the pretrained model: a shipped name or a model file")
+    p.add_argument("--finetune-mode", default="all", help="all, freeze-backbone or backbone-lr=F (as forcefit train --finetune)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the fine-tuning arm (default: the scratch arm's)")
     p.add_argument("--md-ps", type=float, default=20.0, help="MD length per start (0: no MD)")
     p.add_argument("--md-starts", type=int, default=5)
     p.add_argument("--mace", action="store_true", help="train MACE here (else reuse the ASTEROID benchmark's MACE run)")
