@@ -149,6 +149,17 @@ def test_source_weights_multiply_the_frame_weights_by_file_pattern(tmp_path):
     assert weights == {("spice_a.xyz", 0.25), ("md.xyz", 1.0)}
     with pytest.raises(DataError, match="no training file matches ani"):
         prepare_data(build_config({"data": {"train": [str(tmp_path / "md.xyz")], "source_weights": {"ani*": 2.0}}}))
+    # a streamed pool: its frames keep the files they were packed from, and get their factors as they are read
+    from forcefit.data.packed import pack
+
+    pack([tmp_path / "spice_a.xyz", tmp_path / "md.xyz"], tmp_path / "pool.h5")
+    streamed = prepare_data(build_config({"data": {"train": str(tmp_path / "pool.h5"), "stream": True, "valid_fraction": 0.2,
+                                                   "source_weights": {"spice*": 0.25}}}))
+    frames = [streamed.train[k] for k in range(len(streamed.train))] + streamed.valid
+    assert {(f.source.rsplit("/", 1)[-1], f.weight) for f in frames} == {("spice_a.xyz", 0.25), ("md.xyz", 1.0)}
+    assert len(frames) == 12
+    with pytest.raises(DataError, match="no training file matches ani"):
+        prepare_data(build_config({"data": {"train": str(tmp_path / "pool.h5"), "stream": True, "source_weights": {"ani*": 2.0}}}))
 
 
 def test_two_process_ddp_pretraining_sees_every_frame_once_per_epoch(tmp_path):

@@ -63,21 +63,49 @@ def _levels_to_read(path, config: RunConfig) -> list:
     return levels
 
 
-def apply_source_weights(frames: list[Frame], weights: dict[str, float]) -> list[Frame]:
-    """Each frame's weight times the factor of the first pattern its source file name matches (else 1)."""
-    from dataclasses import replace
+def source_factors(sources, weights: dict[str, float]) -> dict[str, float]:
+    """Source file -> the factor of the first pattern its file name matches (else 1); a pattern no source
+    matches is an error (a typo would silently weigh nothing)."""
     from fnmatch import fnmatch
     from pathlib import Path
 
-    unused = [p for p in weights if not any(fnmatch(Path(f.source).name, p) for f in frames)]
+    sources = list(sources)
+    unused = [p for p in weights if not any(fnmatch(Path(s).name, p) for s in sources)]
     if unused:
         raise DataError(f"data.source_weights: no training file matches {', '.join(unused)}", field="source_weights")
-    out = []
-    for f in frames:
-        name = Path(f.source).name
-        factor = next((w for p, w in weights.items() if fnmatch(name, p)), 1.0)
-        out.append(f if factor == 1.0 else replace(f, weight=f.weight * factor))
-    return out
+    return {s: next((w for p, w in weights.items() if fnmatch(Path(s).name, p)), 1.0) for s in sources}
+
+
+def apply_source_weights(frames: list[Frame], weights: dict[str, float]) -> list[Frame]:
+    """Each frame's weight times its source file's factor (``source_factors``)."""
+    from dataclasses import replace
+
+    factors = source_factors(dict.fromkeys(f.source for f in frames), weights)
+    return [f if factors[f.source] == 1.0 else replace(f, weight=f.weight * factors[f.source]) for f in frames]
+
+
+class SourceWeighted(Sequence):
+    """A lazy sequence of frames (a packed pool) whose weights get their source's factor as each frame is read."""
+
+    def __init__(self, frames: Sequence[Frame], factors: dict[str, float]):
+        self.frames, self.factors = frames, factors
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _weighted(self, frame: Frame) -> Frame:
+        from dataclasses import replace
+
+        factor = self.factors.get(frame.source, 1.0)
+        return frame if factor == 1.0 else replace(frame, weight=frame.weight * factor)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._weighted(f) for f in self.frames[k]]
+        return self._weighted(self.frames[k])
+
+    def flags(self) -> dict[str, np.ndarray]:
+        return frame_flags(self.frames)
 
 
 class FrameSubset(Sequence):
@@ -113,10 +141,12 @@ def prepare_streamed(config: RunConfig, needs: FrameNeeds) -> RunData:
     d, t = config.data, config.training
     if len(d.train) != 1 or not str(d.train[0]).endswith((".h5", ".hdf5")):
         raise DataError("data.stream needs exactly one packed pool (.h5, from forcefit pack) as training data", field="train")
-    if d.source_weights or d.max_train or config.levels:
-        raise DataError("data.stream does not combine with source_weights, max_train or levels yet", field="stream")
+    if d.max_train or config.levels:
+        raise DataError("data.stream does not combine with max_train or levels yet", field="stream")
     pool = PackedFrames(d.train[0])
     stats = pool.stats
+    if d.source_weights:  # the pool's sources are the files it was packed from
+        pool = SourceWeighted(pool, source_factors(pool.sources, d.source_weights))
     if d.valid:
         train, valid = pool, _read_all(d.valid, config)
     else:
