@@ -138,9 +138,12 @@ def mace_page(res: Results) -> str:
            "\"compiled\" is `forcefit.load(..., compile=True)`, and the MD speed ratio uses it (MACE's calculator runs "
            "eager). Training structures/s exclude validation for every model. How the methods and settings were "
            "chosen: [`benchmarks/NOTES.md`](../../benchmarks/NOTES.md).\n",
-           "These forcefit runs predate 2026-12-02, when the learning-rate warm-up under a time budget started to count "
-           "optimiser steps: they trained with almost no warm-up (it was a fraction of the clock, over in the first "
-           "seconds). They have not been rerun since.\n"]
+           "Rerun on 2026-12-02 with the learning-rate warm-up counted in optimiser steps (before, under a time budget, "
+           "it was a fraction of the clock and over in the first seconds). Two of these benchmarks ran side by side, "
+           "each model beside a run of the same kind (MACE beside MACE, and so on; acac's `painn` partly alone), and the "
+           "machine was slower than for the earlier runs: equivariant-ace trained about 50 structures/s where it had "
+           "trained 90, MACE 18 where it had trained 21-25, so within the 10 minutes the forcefit models got fewer "
+           "epochs than before and their errors at 950 frames are higher. Ratios compare runs that saw the same load.\n"]
     out.append("## Ethanol (rMD17, PBE/def2-SVP), 10 minutes, split 0\n")
     out.append("```bash\npython benchmarks/ethanol_budget.py --models equivariant-ace painn --with-mace --sizes 50 950 --minutes 10 --threads 1\n```\n")
     out.append("Test sets: 900 frames for the 50-frame runs; with 950 training frames, 25 validate and 25 test.\n")
@@ -149,7 +152,8 @@ def mace_page(res: Results) -> str:
     out.append("## Ethanol, 50 frames, two more splits\n")
     out.append("```bash\npython benchmarks/ethanol_budget.py --sizes 50 --seeds 1 2 --parallel --threads 1 --with-mace --models equivariant-ace\n```\n")
     out.append("The seeds draw other training frames and initialisations; each seed's MACE and equivariant-ace run one "
-               "after the other, the two seeds side by side.\n")
+               "after the other. These two ran as two such commands (`--seeds 1`, then `--seeds 2` when a core freed), "
+               "each beside another benchmark.\n")
     out.append(table(["model", "train frames", "seed", "epochs", *BUDGET_HEADERS], budget_rows(res, "ethanol50_budget_seeds12.json"),
                      ["ethanol50_budget_seeds12.json"]))
     s = three_splits(res)
