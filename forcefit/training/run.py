@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
