@@ -78,10 +78,7 @@ def source_factors(sources, weights: dict[str, float]) -> dict[str, float]:
 
 def apply_source_weights(frames: list[Frame], weights: dict[str, float]) -> list[Frame]:
     """Each frame's weight times its source file's factor (``source_factors``)."""
-    from dataclasses import replace
-
-    factors = source_factors(dict.fromkeys(f.source for f in frames), weights)
-    return [f if factors[f.source] == 1.0 else replace(f, weight=f.weight * factors[f.source]) for f in frames]
+    return SourceWeighted(frames, source_factors(dict.fromkeys(f.source for f in frames), weights))[:]
 
 
 class SourceWeighted(Sequence):
