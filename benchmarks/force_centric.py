@@ -20,7 +20,8 @@ each, side by side (two processes):
   the ASTEROID benchmark's result for the same molecule, seed, frames and budget, and marked so).
 A paired bootstrap over test frames compares finetune with scratch. MD stability (METHODS.md): 500 K
 Langevin NVT, 0.5 fs, from --md-starts test geometries (the same for both arms), until a bond is 0.5 Å
-off its first-frame length or --md-ps; the starts run side by side as one system
+off its first-frame length or --md-ps, a hydrogen on an O/N with an acceptor within 2.2 Å being free to
+move to it (acac's enol proton; forcefit.simulate.md), and when the strict criterion tripped; the starts run side by side as one system
 (forcefit.simulate.replicas), compiled, one thread; the two arms run side by side too.
 The labelling cost of each method for one target molecule is its DFT labels (train + valid) at the
 measured DFT CPU-seconds per frame, plus the cheap labels it needs: the ASTEROID recipes' xTB frames
@@ -77,8 +78,12 @@ def md_job(job: dict) -> dict:
     calculator = forcefit.load(job["model"], compile=True).calculator
     steps = int(round(job["ps"] * 1000 / MD_TIMESTEP_FS))
     r = run_replicas(starts, calculator, temperature=MD_TEMPERATURE, timestep_fs=MD_TIMESTEP_FS, steps=steps,
-                     seed=job["seed"], progress=False)
+                     seed=job["seed"], progress=False, proton_transfer=True)
+    strict = [r.simulated_fs if t is None else t for t in r.strict_collapse_fs]
     result = {"model": job["model"], "starts": list(job["indices"]), "ps_asked": job["ps"],
+              "criterion": "proton transfer along a hydrogen bond allowed",
+              "strict_stable_ps": [t / 1000 for t in strict],
+              "strict_collapsed": sum(t is not None for t in r.strict_collapse_fs),
               "time_to_collapse_ps": [None if t is None else t / 1000 for t in r.time_to_collapse_fs],
               "stable_ps": [t / 1000 for t in r.stable_fs()], "collapsed": sum(t is not None for t in r.time_to_collapse_fs),
               "simulated_ps": r.simulated_fs / 1000, "steps_per_s": r.steps_per_second,

@@ -162,6 +162,8 @@ def md(
     seed: int = typer.Option(0, "--seed"),
     trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Write the trajectory (ASE .traj or .xyz)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a stability plot PNG."),
+    proton_transfer: bool = typer.Option(False, "--proton-transfer", help="A hydrogen on O/N/F may move along a hydrogen "
+                                         "bond to its acceptor without counting as a collapse (e.g. an enol proton)."),
 ):
     """Run NVT molecular dynamics with a trained model and report stability and steps per second."""
     import ase.io
@@ -184,7 +186,7 @@ def md(
         fail(f"{structure}: cannot read a structure ({exc})")
     try:
         result = run_md(atoms, ForcefitCalculator(potential), temperature=temperature, timestep_fs=timestep, steps=steps,
-                        seed=seed, trajectory=str(trajectory) if trajectory else None)
+                        seed=seed, trajectory=str(trajectory) if trajectory else None, proton_transfer=proton_transfer)
     except ValueError as exc:  # e.g. a --trajectory format that cannot hold frames
         fail(str(exc))
     console.print(f"{result.steps_done} steps, {result.steps_per_second:.1f} steps/s, "

@@ -94,3 +94,56 @@ def test_periodic_starts_are_refused():
     a.cell, a.pbc = [10, 10, 10], True
     with pytest.raises(ValueError, match="periodic"):
         place_side_by_side([a], gap=5.0)
+
+
+def water_dimer():
+    """A hydrogen-bonded water dimer: atom 1 is the donor hydrogen of O0, 1.94 Å from the acceptor O3."""
+    from ase import Atoms
+
+    return Atoms("OHHOHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0],
+                                      [2.9, 0, 0], [3.2, 0.8, 0.3], [3.2, -0.8, 0.3]])
+
+
+def test_proton_transfer_along_a_hydrogen_bond_is_not_a_collapse():
+    atoms = water_dimer()
+    strict, tolerant = BondWatch(atoms), BondWatch(atoms, proton_transfer=True)
+    assert list(tolerant.transfers) == [strict.bonds.tolist().index([0, 1])]  # only the hydrogen-bonded O–H
+    moved = atoms.copy()
+    moved.positions[1] = [1.94, 0, 0]  # the proton now sits 0.96 Å from the acceptor
+    assert strict.max_deviation(moved) == pytest.approx(0.98)
+    assert tolerant.max_deviation(moved) == pytest.approx(0.0, abs=1e-12)
+    moved.positions[2] = [-0.48, 1.86, 0]  # a bond that cannot transfer still breaks
+    assert tolerant.max_deviation(moved) == pytest.approx(0.96, abs=1e-3)
+
+
+def test_proton_transfer_changes_nothing_without_an_acceptor():
+    atoms = molecule("CH3CH2OH")
+    watch = BondWatch(atoms, proton_transfer=True)
+    assert watch.transfers == {}
+    atoms.rattle(0.3, seed=0)
+    np.testing.assert_array_equal(watch.deviations(atoms), np.abs(watch.lengths(atoms) - watch.reference))
+
+
+class PullProton(Springs):
+    """Springs on every bond but the donor's O–H; the donor hydrogen is pulled onto the acceptor's side."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if self.pairs is None:
+            self.pairs = np.array([p for p in BondWatch(atoms).bonds.tolist() if p[1] % 6 != 1]).reshape(-1, 2)
+            pos = atoms.positions
+            self.d0 = np.linalg.norm(pos[self.pairs[:, 1]] - pos[self.pairs[:, 0]], axis=1)
+        super().calculate(atoms, properties, system_changes)
+        pos = self.atoms.positions
+        for h in range(1, len(pos), 6):
+            self.results["forces"][h] += 20.0 * (pos[h + 2] - [0.96, 0, 0] - pos[h])
+
+
+def test_replicas_report_when_the_strict_criterion_would_have_stopped():
+    r = run_replicas([water_dimer(), water_dimer()], PullProton(), temperature=10, steps=400, seed=0, friction=0.5,
+                     progress=False, proton_transfer=True)
+    assert r.time_to_collapse_fs == [None, None]
+    assert all(t is not None and t < 200 for t in r.strict_collapse_fs)
+    strict = run_replicas([water_dimer(), water_dimer()], PullProton(), temperature=10, steps=400, seed=0, friction=0.5,
+                           progress=False)
+    assert strict.strict_collapse_fs is None
+    assert strict.time_to_collapse_fs == r.strict_collapse_fs

@@ -175,6 +175,8 @@ def test_cli_end_to_end(tmp_path, ethanol_xyz):
     ):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
+    r = runner.invoke(app, ["md", str(out / "model.pt"), str(ethanol_xyz), "--steps", "3", "--proton-transfer"])
+    assert r.exit_code == 0 and "3 steps" in r.output, r.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,6 +8,14 @@ in their code) in the first frame; the simulation has collapsed at the first fra
 deviates from its first-frame value by more than 0.5 Å. ``rdf_error`` is
 their h(r) metric: the L1 distance between the interatomic-distance
 distributions of a simulated and a reference trajectory.
+
+``proton_transfer=True`` relaxes one case of that criterion: a hydrogen on an
+N, O or F atom with a second such atom within ``transfer_distance`` of it in
+the first frame (the enol O–H···O of acetylacetone, a hydrogen-bonded water
+dimer) may move to that acceptor. Its bond counts as intact while the
+hydrogen is within 0.5 Å of the reference O–H length from either partner, so
+a proton moving along a hydrogen bond, which the DFT data of such molecules
+contain, is not called a collapse; every other bond is checked as before.
 """
 from __future__ import annotations
 
@@ -18,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 COLLAPSE_THRESHOLD = 0.5  # Å, Fu et al.
+TRANSFER_DISTANCE = 2.2  # Å, donor H to acceptor: spans hydrogen bonds (1.5–2.1 Å), not geminal H···X
+PROTON_PARTNERS = frozenset({"N", "O", "F"})
 
 
 @dataclass
@@ -47,7 +57,8 @@ class BondWatch:
     bond vector, which is correct while bonds stay shorter than half the cell.
     """
 
-    def __init__(self, atoms, skin: float = 0.3):
+    def __init__(self, atoms, skin: float = 0.3, proton_transfer: bool = False,
+                 transfer_distance: float = TRANSFER_DISTANCE):
         from ase.neighborlist import NeighborList, natural_cutoffs
 
         nl = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=False, skin=skin)
@@ -59,6 +70,39 @@ class BondWatch:
         self.bonds = np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
         self.periodic = bool(atoms.pbc.any())
         self.reference = self.lengths(atoms)
+        self.transfers = self._transfer_partners(atoms, transfer_distance) if proton_transfer else {}
+
+    def _transfer_partners(self, atoms, transfer_distance: float) -> dict[int, np.ndarray]:
+        """Bond index -> (hydrogen, donor, acceptors...) for each X–H bond whose H may hop to an acceptor."""
+        symbols = atoms.get_chemical_symbols()
+        out = {}
+        for b, (i, j) in enumerate(self.bonds):
+            h, donor = (i, j) if symbols[i] == "H" else (j, i)
+            if symbols[h] != "H" or symbols[donor] not in PROTON_PARTNERS:
+                continue
+            others = [k for k, s in enumerate(symbols) if s in PROTON_PARTNERS and k != donor]
+            if not others:
+                continue
+            d = self._distances(atoms, h, np.asarray(others))
+            acceptors = [k for k, dk in zip(others, d) if dk <= transfer_distance]
+            if acceptors:
+                out[b] = np.asarray([h, donor, *acceptors])
+        return out
+
+    def _distances(self, atoms, i: int, others: np.ndarray) -> np.ndarray:
+        vectors = atoms.positions[others] - atoms.positions[i]
+        if self.periodic:
+            from ase.geometry import find_mic
+
+            vectors, _ = find_mic(vectors, atoms.cell, atoms.pbc)
+        return np.linalg.norm(vectors, axis=1)
+
+    def deviations(self, atoms) -> np.ndarray:
+        """|d − d0| per bond; a bond whose hydrogen may transfer takes its closest partner's distance."""
+        dev = np.abs(self.lengths(atoms) - self.reference)
+        for b, (h, *partners) in self.transfers.items():
+            dev[b] = np.min(np.abs(self._distances(atoms, h, np.asarray(partners)) - self.reference[b]))
+        return dev
 
     def lengths(self, atoms) -> np.ndarray:
         if len(self.bonds) == 0:
@@ -73,7 +117,7 @@ class BondWatch:
     def max_deviation(self, atoms) -> float:
         if len(self.bonds) == 0:
             return 0.0
-        return float(np.max(np.abs(self.lengths(atoms) - self.reference)))
+        return float(np.max(self.deviations(atoms)))
 
 
 class _TrajectoryWriter:
@@ -131,6 +175,7 @@ def run_md(
     check_interval: int = 1,
     trajectory_interval: int = 10,
     threshold: float = COLLAPSE_THRESHOLD,
+    proton_transfer: bool = False,
 ) -> MDResult:
     """Langevin NVT (``ase.md.langevin``) from Maxwell–Boltzmann velocities at ``temperature`` (K).
 
@@ -140,7 +185,8 @@ def run_md(
     microseconds); the collapse time is that of the first check past the
     threshold, and with ``stop_at_collapse`` the run ends there. ``trajectory`` (.traj, or any multi-frame ASE format
     such as .xyz) gets the first frame, every ``trajectory_interval``-th
-    frame and the collapsed one, with energies and forces.
+    frame and the collapsed one, with energies and forces. ``proton_transfer`` lets a hydrogen move
+    along a hydrogen bond without counting as a collapse (module docstring).
     """
     from ase import units
     from ase.md.langevin import Langevin
@@ -153,7 +199,7 @@ def run_md(
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
-    watch = BondWatch(atoms)
+    watch = BondWatch(atoms, proton_transfer=proton_transfer)
     dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=friction / units.fs, fixcm=False, rng=rng)
     writer = _TrajectoryWriter(trajectory, atoms) if trajectory is not None else None
 

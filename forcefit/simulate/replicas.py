@@ -30,6 +30,8 @@ class ReplicaResult:
     steps_per_second: float
     timestep_fs: float
     max_bond_deviation: np.ndarray  # (n_replicas,) largest deviation each replica reached before it stopped, Å
+    # with proton_transfer: when each replica first broke the strict criterion (a proton moved), None if never
+    strict_collapse_fs: list[float | None] | None = None
 
     @property
     def simulated_fs(self) -> float:
@@ -62,11 +64,13 @@ def place_side_by_side(starts: list, gap: float):
 
 def run_replicas(starts: list, calculator, temperature: float = 500, timestep_fs: float = 0.5, steps: int = 1000,
                  friction: float = 0.01, seed: int = 0, gap: float | None = None, progress: bool = True,
-                 threshold: float = COLLAPSE_THRESHOLD) -> ReplicaResult:
+                 threshold: float = COLLAPSE_THRESHOLD, proton_transfer: bool = False) -> ReplicaResult:
     """Langevin NVT (``ase.md.langevin``) of every start at once; each gets its own Maxwell–Boltzmann velocities.
 
     ``gap`` (Å) between neighbouring replicas defaults to the calculator's cutoff + 5 Å. The inputs are
-    not modified. Bonds are checked every step, per replica.
+    not modified. Bonds are checked every step, per replica. ``proton_transfer`` lets a hydrogen move along a
+    hydrogen bond (:mod:`forcefit.simulate.md`); the result then also says when each replica would have
+    collapsed under the strict criterion.
     """
     from ase import units
     from ase.constraints import FixAtoms
@@ -85,11 +89,12 @@ def run_replicas(starts: list, calculator, temperature: float = 500, timestep_fs
     system, slices = place_side_by_side(moving, cutoff + 5.0 if gap is None else gap)
     system.set_momenta(np.concatenate([a.get_momenta() for a in moving]))
     system.calc = calculator
-    watch = BondWatch(system)
+    watch = BondWatch(system, proton_transfer=proton_transfer)
     replica_of_atom = np.concatenate([np.full(s.stop - s.start, k) for k, s in enumerate(slices)])
     bond_replica = replica_of_atom[watch.bonds[:, 0]] if len(watch.bonds) else np.zeros(0, dtype=int)
     n = len(slices)
     collapse: list[float | None] = [None] * n
+    strict: list[float | None] = [None] * n
     worst = np.zeros(n)
     frozen: list[int] = []
     dyn = Langevin(system, timestep_fs * units.fs, temperature_K=temperature, friction=friction / units.fs, fixcm=False, rng=rng)
@@ -103,10 +108,11 @@ def run_replicas(starts: list, calculator, temperature: float = 500, timestep_fs
             bar.start()
         for done in range(1, steps + 1):
             dyn.step()
-            deviation = np.abs(watch.lengths(system) - watch.reference)
-            per_replica = np.zeros(n)
-            np.maximum.at(per_replica, bond_replica, np.nan_to_num(deviation, nan=np.inf))
+            per_replica = _per_replica(watch.deviations(system), bond_replica, n)
+            strict_dev = _per_replica(np.abs(watch.lengths(system) - watch.reference), bond_replica, n) if proton_transfer else per_replica
             for k in range(n):
+                if collapse[k] is None and strict[k] is None and not strict_dev[k] <= threshold:
+                    strict[k] = done * timestep_fs
                 if collapse[k] is None:
                     worst[k] = max(worst[k], per_replica[k])
                     if not per_replica[k] <= threshold:
@@ -125,4 +131,11 @@ def run_replicas(starts: list, calculator, temperature: float = 500, timestep_fs
             bar.stop()
     return ReplicaResult(time_to_collapse_fs=collapse, steps_done=done, wall_seconds=wall,
                          steps_per_second=done / wall if wall > 0 else float("inf"), timestep_fs=timestep_fs,
-                         max_bond_deviation=worst)
+                         max_bond_deviation=worst, strict_collapse_fs=strict if proton_transfer else None)
+
+
+def _per_replica(deviation: np.ndarray, bond_replica: np.ndarray, n: int) -> np.ndarray:
+    """Largest bond deviation of each replica; NaN (a blown-up position) counts as infinite."""
+    out = np.zeros(n)
+    np.maximum.at(out, bond_replica, np.nan_to_num(deviation, nan=np.inf))
+    return out
