@@ -1,6 +1,8 @@
 """Force-centric pretraining objective: each term against its hand value, by frame tag."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -162,9 +164,11 @@ def test_source_weights_multiply_the_frame_weights_by_file_pattern(tmp_path):
         prepare_data(build_config({"data": {"train": str(tmp_path / "pool.h5"), "stream": True, "source_weights": {"ani*": 2.0}}}))
 
 
-def test_two_process_ddp_pretraining_sees_every_frame_once_per_epoch(tmp_path):
-    """torchrun with 2 gloo processes on CPU: each epoch the ranks' batches together hold every training
-    frame exactly once (the distributed sampler shards the seeded order, it neither drops nor repeats)."""
+def _ddp_pretraining(tmp_path, name: str, n_frames: int = 20, max_epochs: int = 2, kill_at: tuple[int, int] | None = None,
+                     resume: bool = False, port: int = 29547, **training):
+    """Run a force-centric pretraining over torchrun with 2 gloo processes on CPU; returns (process, seen), where
+    seen[rank] lists (epoch, batch index, frame ids) of every batch that rank started. ``kill_at`` (epoch, batch):
+    rank 0 SIGKILLs itself as that batch starts (before recording it); ``resume`` continues the run folder."""
     import json
     import os
     import subprocess
@@ -176,43 +180,82 @@ def test_two_process_ddp_pretraining_sees_every_frame_once_per_epoch(tmp_path):
 
     from conftest import make_frames
 
-    pool = make_frames(20, rattle=0.06)
-    for a in pool[:8]:
-        a.calc = None
-        a.info["equilibrium"] = True
-    ase.io.write(tmp_path / "pool.xyz", pool, format="extxyz")
-    cfg = {"data": {"train": [str(tmp_path / "pool.xyz")], "valid_fraction": 0.2},
+    pool_path = tmp_path / "pool.xyz"
+    if not pool_path.exists():
+        pool = make_frames(n_frames, rattle=0.06)
+        for a in pool[:8]:
+            a.calc = None
+            a.info["equilibrium"] = True
+        ase.io.write(pool_path, pool, format="extxyz")
+    cfg = {"data": {"train": [str(pool_path)], "valid_fraction": 0.2},
            "model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
-           "training": {"max_epochs": 2, "batch_size": 4, "progress": False, "threads": 1, "energy_weight": 0.0,
-                        "strategy": "ddp", "devices": 2, "device": "cpu"},
-           "objective": {"kind": "force-centric"}, "out": str(tmp_path / "run")}
-    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(cfg))
-    script = tmp_path / "record.py"
+           "training": {"max_epochs": max_epochs, "batch_size": 4, "progress": False, "threads": 1, "energy_weight": 0.0,
+                        "strategy": "ddp", "devices": 2, "device": "cpu", **training},
+           "objective": {"kind": "force-centric"}, "out": str(tmp_path / name)}
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    log = tmp_path / f"seen_{name}_{'resumed' if resume else 'first'}"
+    kill = f"if trainer.global_rank == 0 and (trainer.current_epoch, batch_idx) == {tuple(kill_at)}: os.kill(os.getpid(), signal.SIGKILL)" if kill_at else "pass"
+    script = tmp_path / f"{name}_{'resumed' if resume else 'first'}.py"
     script.write_text(textwrap.dedent(f"""
-        import json, os
+        import json, os, signal
         import lightning as L
         from forcefit.config import RunConfig
         from forcefit.training.run import train
 
         class Record(L.Callback):
             def on_train_batch_start(self, trainer, module, batch, batch_idx):
-                with open(os.path.join({str(tmp_path)!r}, f"seen_{{trainer.global_rank}}.jsonl"), "a") as fh:
-                    fh.write(json.dumps([trainer.current_epoch, batch["frame_id"].tolist()]) + "\\n")
+                {kill}
+                with open({str(log)!r} + f"_{{trainer.global_rank}}.jsonl", "a") as fh:
+                    fh.write(json.dumps([trainer.current_epoch, batch_idx, batch["frame_id"].tolist()]) + "\\n")
 
-        train(RunConfig.from_yaml({str(tmp_path / 'pretrain.yaml')!r}), callbacks=[Record()])
+        train(RunConfig.from_yaml({str(tmp_path / f'{name}.yaml')!r}), resume={resume}, callbacks=[Record()])
     """))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                            str(script)], capture_output=True, text=True, timeout=1200, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    seen: dict[int, list[int]] = {}
+    seen = {}
     for rank in (0, 1):
-        for line in (tmp_path / f"seen_{rank}.jsonl").read_text().splitlines():
-            epoch, ids = json.loads(line)
-            seen.setdefault(epoch, []).extend(ids)
-    assert sorted(seen) == [0, 1]
-    for epoch, ids in seen.items():
+        path = Path(f"{log}_{rank}.jsonl")
+        seen[rank] = [tuple(json.loads(line)) for line in path.read_text().splitlines()] if path.exists() else []
+    return proc, seen
+
+
+def test_two_process_ddp_pretraining_sees_every_frame_once_per_epoch(tmp_path):
+    """torchrun with 2 gloo processes on CPU: each epoch the ranks' batches together hold every training
+    frame exactly once (the distributed sampler shards the seeded order, it neither drops nor repeats)."""
+    proc, seen = _ddp_pretraining(tmp_path, "run")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    by_epoch: dict[int, list[int]] = {}
+    for epoch, _, ids in seen[0] + seen[1]:
+        by_epoch.setdefault(epoch, []).extend(ids)
+    assert sorted(by_epoch) == [0, 1]
+    for epoch, ids in by_epoch.items():
         assert sorted(ids) == list(range(16)), (epoch, sorted(ids))
+
+
+def test_two_process_ddp_resumes_inside_an_epoch(tmp_path):
+    """A kill in the middle of a DDP epoch resumes both ranks at the batch after the last timed checkpoint: the
+    epoch still trains every frame exactly once, and the weights equal those of the uninterrupted run."""
+    settings = dict(n_frames=30, max_epochs=2, checkpoint_minutes=1e-6)  # 24 train frames: 3 batches a rank an epoch
+    proc, _ = _ddp_pretraining(tmp_path, "full", port=29548, **settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, first = _ddp_pretraining(tmp_path, "killed", kill_at=(1, 2), port=29549, **settings)
+    assert proc.returncode != 0
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 1 and state["global_step"] == 3 + 2  # written after batch 1 of epoch 1
+    proc, resumed = _ddp_pretraining(tmp_path, "killed", resume=True, port=29550, **settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = []
+    for rank in (0, 1):
+        assert [(e, b) for e, b, _ in resumed[rank]][:1] == [(1, 2)], resumed[rank]
+        ids += [i for e, b, batch in first[rank] if e == 1 and b < 2 for i in batch]
+        ids += [i for e, b, batch in resumed[rank] if e == 1 for i in batch]
+    assert sorted(ids) == list(range(24))
+    from forcefit.model_file import read_model_file
+
+    a, b = (read_model_file(tmp_path / name / "model.pt")["state_dict"] for name in ("full", "killed"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_pretrain_streams_a_packed_pool_and_the_result_fine_tunes(tmp_path):
