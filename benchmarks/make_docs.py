@@ -644,13 +644,24 @@ def force_centric_page(res: Results) -> str:
 def force_centric_summary(res: Results) -> str:
     if not (res.folder / FORCE_CENTRIC).exists():
         return "built, with a shipped model (`--init organic-gfn2`, docs/pretrained.md); fine-tuning not measured yet"
-    parts = []
+    by_molecule: dict[str, list[dict]] = {}
     for r in res(FORCE_CENTRIC)["results"]:
-        q = r["paired"]
-        mace = f", {ratio(r['finetune_vs_mace'])}× MACE" if "finetune_vs_mace" in r else ""
-        parts.append(f"{r['molecule']} ({r['n_accurate']} DFT frames, seed {r['seed']}): fine-tuning `organic-gfn2` gives "
-                     f"{ratio(r['finetune_vs_scratch'])}× the from-scratch force MAE ({pct(q['F_change_pct'])} "
-                     f"[{pct(q['F_ci_low_pct'])}, {pct(q['F_ci_high_pct'])}]){mace}")
+        by_molecule.setdefault(r["molecule"], []).append(r)
+    parts = []
+    for molecule, rs in by_molecule.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        ratios = [r["finetune_vs_scratch"] for r in rs]
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        if len(rs) == 1:
+            q = rs[0]["paired"]
+            change = f"{ratio(ratios[0])}× the from-scratch force MAE ({pct(q['F_change_pct'])} [{pct(q['F_ci_low_pct'])}, {pct(q['F_ci_high_pct'])}])"
+        else:
+            below = sum(r["paired"]["F_ci_high_pct"] < 0 for r in rs)
+            change = (f"{' / '.join(ratio(x) for x in ratios)}× the from-scratch force MAE (mean {ratio(sum(ratios) / len(ratios))}×; "
+                      f"the paired interval excludes zero for {below} of {len(rs)} seeds)")
+        mace = [f"{ratio(r['finetune_vs_mace'])}× MACE (seed {r['seed']})" for r in rs if "finetune_vs_mace" in r]
+        parts.append(f"{molecule} ({rs[0]['n_accurate']} DFT frames, seed{'s' if len(rs) > 1 else ''} {seeds}): fine-tuning "
+                     f"`organic-gfn2` gives {change}" + (", " + ", ".join(mace) if mace else ""))
     return "; ".join(parts)
 
 
