@@ -594,7 +594,8 @@ def force_centric_page(res: Results) -> str:
            + (f"{(card['pool']['cpu_seconds']['sampling'] + card['pool']['cpu_seconds']['labelling']) / 3600:.2f} CPU-hours "
               f"for the pool, {card['training']['wall_minutes_budget']:g} min of pretraining on {card['training']['processes']} CPU processes."
               if card else "–") + "\n",
-           "```bash\npython benchmarks/force_centric.py --molecules ethanol acac --md-ps " + f"{s['md_ps']:g}"
+           "```bash\npython benchmarks/force_centric.py --molecules ethanol acac --seeds " + " ".join(map(str, s["seeds"]))
+           + f" --md-ps {s['md_ps']:g}"
            + " --workdir DIR --json benchmarks/results/force_centric.json\n```\n"]
     rows, paired, ast = [], [], []
     for r in data["results"]:
