@@ -444,6 +444,14 @@ def asteroid_setting(r: dict) -> str:
     return f"{r['settings']['gamma']:g}, {r['settings']['energy']}"
 
 
+ASTEROID_PRETRAINING = {"pretrain-finetune", "asteroid", "asteroid-score"}  # recipes with a pretraining stage
+
+
+def pretrain_minutes(r: dict, recipe: str) -> str:
+    """The pretraining budget of ``recipe`` in run ``r`` (minutes), blank for recipes without pretraining."""
+    return f"{r['settings']['pretrain_minutes']:g}" if recipe in ASTEROID_PRETRAINING else ""
+
+
 def asteroid_page(res: Results) -> str:
     found = asteroid_results(res, variants=True)
     files = list(dict.fromkeys(name for name, _ in found))
@@ -454,7 +462,7 @@ def asteroid_page(res: Results) -> str:
            "and, for `asteroid-score`, the MD frames of one temperature without their labels. Every recipe is "
            "`equivariant-ace` with the same seed and options; one pipeline per molecule, the two side by side (one "
            "thread each). Budgets: accurate-only (θ0) "
-           f"{settings['accurate_minutes']:g} min, each pretraining {settings['pretrain_minutes']:g} min, each "
+           f"{settings['accurate_minutes']:g} min, each pretraining as the `pretrain min` column says, each "
            f"fine-tuning {settings['finetune_minutes']:g} min; γ (eV/Å) and the cheap frames' energy labels (`reference`: "
            "their own, `theta0`: θ0's predictions) as the table says: a variant reuses its base run's θ0 and plain pretrain-finetune stages, so its "
            "rows for those recipes are the same runs. MACE: trained on the same DFT frames for the accurate-only budget. Label CPU-s are "
@@ -473,26 +481,28 @@ def asteroid_page(res: Results) -> str:
                 continue  # a variant's rows for these repeat its base run's
             f = row["forces_mae_meV_per_A"]
             gamma = asteroid_setting(r) if row["recipe"] == "asteroid" else ""
-            rows.append([r["molecule"], str(r["seed"]), row["recipe"], gamma, str(row["accurate_labels"]), str(row["cheap_labels"]),
+            rows.append([r["molecule"], str(r["seed"]), row["recipe"], gamma, pretrain_minutes(r, row["recipe"]),
+                         str(row["accurate_labels"]), str(row["cheap_labels"]),
                          str(row["unlabelled_frames"]), num(row["label_cpu_seconds"], 0), num(f),
                          ratio(row.get("forces_vs_accurate_only")), ratio(None if mace is None else f / mace),
                          num(row["energy_mae_meV_per_atom"], 2), num(row["training_minutes"])])
         if r.get("mace"):
-            rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
+            rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
                          "0", "0", "", num(mace), "", "1.00", num(r["mace"].get("test_energy_mae_meV_per_atom"), 2), ""])
     rows.sort(key=lambda row: (row[0], row[1]))  # each molecule's rows together (stable: base run first)
-    out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "DFT labels", "xTB labels", "unlabelled", "label CPU-s", "F MAE",
-                      "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files, align="lrlrrrrrrrrrr"))
+    out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "pretrain min", "DFT labels", "xTB labels", "unlabelled",
+                      "label CPU-s", "F MAE", "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files,
+                     align="lrlrrrrrrrrrrr"))
     out.append("MAE in meV/Å and meV/atom on the test frames. DFT labels count the validation frames too.\n")
     paired = [[r["molecule"], str(r["seed"]), p["other"], asteroid_setting(r) if p["other"] == "asteroid" else "",
-               p["baseline"], pct(p["forces_change_pct"], 1),
+               pretrain_minutes(r, p["other"]), p["baseline"], pct(p["forces_change_pct"], 1),
                f"[{pct(p['ci_low_pct'], 1)}, {pct(p['ci_high_pct'], 1)}]", ratio(p["other_better_frames"])]
               for _, r in found for p in r["report"]["paired"]
               if not (r["settings"].get("variant") and {p["other"], p["baseline"]} <= ASTEROID_REUSED)]
     paired.sort(key=lambda row: (row[0], row[1]))
     out.append("Paired bootstrap over the test frames (10000 resamples; negative: the first recipe is better):\n")
-    out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "against", "Δ F MAE", "95% interval", "frames better"], paired, files,
-                     align="lrlllrrr"))
+    out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "pretrain min", "against", "Δ F MAE", "95% interval",
+                      "frames better"], paired, files, align="lrllrlrrr"))
     cost_files = sorted(p.name for p in res.folder.glob("delta_md_cost_*.json"))
     if cost_files:
         cost = [[name.removeprefix("delta_md_cost_").removesuffix(".json"), str(c["atoms"]), num(c["md_steps_per_s_plain"]),
@@ -687,23 +697,25 @@ def asteroid_summary(res: Results) -> str:
     by_molecule: dict[str, dict] = {}
     for _, r in asteroid_results(res, variants=True):
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
-        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": None,
+        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": {},
                                                        "delta": None})
+        minutes = f"{r['settings']['pretrain_minutes']:g} min pretraining"
         if "delta" in rows:
             entry["delta"] = rows["delta"].get("forces_vs_accurate_only")
         if "asteroid" in rows:
-            entry["gammas"][asteroid_setting(r)] = rows["asteroid"].get("forces_vs_accurate_only")
+            entry["gammas"][f"{asteroid_setting(r)} energies, {minutes}"] = rows["asteroid"].get("forces_vs_accurate_only")
             entry["cheap"] = rows["asteroid"]["cheap_labels"]
-        if "pretrain-finetune" in rows:
-            entry["plain"] = rows["pretrain-finetune"].get("forces_vs_accurate_only")
+        if "pretrain-finetune" in rows and (not r["settings"].get("variant") or minutes not in entry["plain"]):
+            entry["plain"][minutes] = rows["pretrain-finetune"].get("forces_vs_accurate_only")
     parts = []
     for molecule, e in sorted(by_molecule.items()):
         if not e["gammas"]:
             continue
-        gammas = ", ".join(f"{ratio(v)}× (γ = {g} energies)" for g, v in sorted(e["gammas"].items(), reverse=True))
+        gammas = ", ".join(f"{ratio(v)}× (γ = {g})" for g, v in sorted(e["gammas"].items(), key=lambda kv: kv[1]))
+        plain = ", ".join(f"{ratio(v)}× ({m})" for m, v in sorted(e["plain"].items(), key=lambda kv: kv[1]))
         delta = "" if e["delta"] is None else f"; Δ-learning on GFN2-xTB (`delta`) {ratio(e['delta'])}×"
         parts.append(f"{molecule} ({e['n']} DFT + {e['cheap']} xTB labels): {gammas} the DFT-only force MAE "
-                     f"(plain pretrain-finetune {ratio(e['plain'])}×{delta})")
+                     f"(plain pretrain-finetune {plain}{delta})")
     return "; ".join(parts) or "not measured yet"
 
 
