@@ -2,7 +2,7 @@
 
     python benchmarks/asteroid.py [--molecules ethanol acac] [--seeds 0] [--n-accurate 50]
         [--recipes accurate-only pretrain-finetune asteroid asteroid-score] [--accurate-minutes 10]
-        [--pretrain-minutes 6] [--finetune-minutes 10] [--gamma 1.0] [--energy reference]
+        [--pretrain-minutes 6] [--finetune-minutes 10] [--finetune-mode all] [--gamma 1.0] [--energy reference]
         [--parallel] [--threads 1] [--mace] [--variant NAME] [--workdir DIR] [--json benchmarks/results/asteroid.json]
 
 Data (benchmarks/asteroid_data.py): accurate = n DFT frames (25 more validate), cheap = GFN2-xTB labels
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import ase.io
 import yaml
+
+from forcefit.config import FinetuneConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asteroid_data import build_sets  # noqa: E402
@@ -60,6 +62,7 @@ def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, sha
         "training": {"threads": args.threads, "progress": False, "val_interval": 1},
         "budget": {"accurate": budget(args.accurate_minutes), "pretrain": budget(args.pretrain_minutes),
                    "finetune": budget(args.finetune_minutes)},
+        "finetune": FinetuneConfig.parse_mode(args.finetune_mode),
         "asteroid": {"gamma": args.gamma, "energy": args.energy},
         "score": {"estimator": args.score_estimator},
     }
@@ -129,6 +132,7 @@ def main() -> None:
     p.add_argument("--finetune-minutes", type=float, default=10.0)
     p.add_argument("--gamma", type=float, default=1.0, help="eV/Å")
     p.add_argument("--energy", choices=["theta0", "reference", "none"], default="reference")
+    p.add_argument("--finetune-mode", default="all", help="every fine-tuning stage: all, freeze-backbone or backbone-lr=FACTOR")
     p.add_argument("--score-estimator", choices=["sliced", "denoising"], default="sliced")
     p.add_argument("--parallel", action="store_true", help="one process per molecule/seed/n, side by side")
     p.add_argument("--threads", type=int, default=1)

@@ -447,6 +447,12 @@ def asteroid_setting(r: dict) -> str:
 ASTEROID_PRETRAINING = {"pretrain-finetune", "asteroid", "asteroid-score"}  # recipes with a pretraining stage
 
 
+def recipe_label(r: dict, recipe: str) -> str:
+    """The recipe, with its fine-tuning mode where the run did not fine-tune every weight."""
+    mode = r["settings"].get("finetune_mode", "all")
+    return recipe if mode == "all" or recipe not in ASTEROID_PRETRAINING else f"{recipe} (fine-tuning {mode})"
+
+
 def pretrain_minutes(r: dict, recipe: str) -> str:
     """The pretraining budget of ``recipe`` in run ``r`` (minutes), blank for recipes without pretraining."""
     return f"{r['settings']['pretrain_minutes']:g}" if recipe in ASTEROID_PRETRAINING else ""
@@ -481,7 +487,7 @@ def asteroid_page(res: Results) -> str:
                 continue  # a variant's rows for these repeat its base run's
             f = row["forces_mae_meV_per_A"]
             gamma = asteroid_setting(r) if row["recipe"] == "asteroid" else ""
-            rows.append([r["molecule"], str(r["seed"]), row["recipe"], gamma, pretrain_minutes(r, row["recipe"]),
+            rows.append([r["molecule"], str(r["seed"]), recipe_label(r, row["recipe"]), gamma, pretrain_minutes(r, row["recipe"]),
                          str(row["accurate_labels"]), str(row["cheap_labels"]),
                          str(row["unlabelled_frames"]), num(row["label_cpu_seconds"], 0), num(f),
                          ratio(row.get("forces_vs_accurate_only")), ratio(None if mace is None else f / mace),
@@ -494,7 +500,7 @@ def asteroid_page(res: Results) -> str:
                       "label CPU-s", "F MAE", "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files,
                      align="lrlrrrrrrrrrrr"))
     out.append("MAE in meV/Å and meV/atom on the test frames. DFT labels count the validation frames too.\n")
-    paired = [[r["molecule"], str(r["seed"]), p["other"], asteroid_setting(r) if p["other"] == "asteroid" else "",
+    paired = [[r["molecule"], str(r["seed"]), recipe_label(r, p["other"]), asteroid_setting(r) if p["other"] == "asteroid" else "",
                pretrain_minutes(r, p["other"]), p["baseline"], pct(p["forces_change_pct"], 1),
                f"[{pct(p['ci_low_pct'], 1)}, {pct(p['ci_high_pct'], 1)}]", ratio(p["other_better_frames"])]
               for _, r in found for p in r["report"]["paired"]

@@ -305,3 +305,34 @@ def test_a_finished_stage_moves_with_its_folder_and_changed_settings_are_refused
     changed = _config(folder, ["accurate-only"], out="moved", budget={"accurate": {"max_epochs": 2}})
     with pytest.raises(ConfigError, match="stage accurate .* was run with other settings"):
         Pipeline(_load(folder, changed), log=lambda s: None).run()
+
+
+def test_finetune_section_reaches_every_finetuning_stage(pipeline_files):
+    """``finetune: {mode: ...}`` sets how each fine-tuning stage trains: with a frozen backbone the fine-tuned
+    model keeps the pretrained backbone weight for weight and only its energy readout moves; the default adds
+    nothing to the stage's run config (stages finished before the section existed still match)."""
+    from forcefit.config import build_config
+    from forcefit.model_file import read_model_file
+
+    folder = pipeline_files
+    plain = Pipeline(_load(folder, _config(folder, ["pretrain-finetune"])), log=lambda s: None)
+    assert set(plain.configs.config("finetune-plain")["finetune"]) == {"init"}
+
+    cfg = _load(folder, _config(folder, ["pretrain-finetune"], out="frozen", finetune={"mode": "freeze-backbone"},
+                                training={"ema_decay": None}))
+    Pipeline(cfg, log=lambda s: None).run()
+    stages = folder / "frozen" / "stages"
+    source = read_model_file(stages / "pretrain-plain" / "model.pt")["state_dict"]
+    tuned = read_model_file(stages / "finetune-plain" / "model.pt")["state_dict"]
+    readout = [k for k in tuned if k.startswith("backbone.readout.")]
+    body = [k for k in tuned if k.startswith("backbone.") and k not in readout]
+    assert readout and body
+    assert all(torch.equal(tuned[k], source[k]) for k in body)
+    assert any(not torch.equal(tuned[k], source[k]) for k in readout)
+
+    slow = Pipeline(_load(folder, _config(folder, ["asteroid"], out="slow", finetune={"mode": "backbone-lr", "backbone_lr": 0.05})),
+                    log=lambda s: None)
+    run = build_config(slow.configs.config("finetune-asteroid"))
+    assert (run.finetune.mode, run.finetune.backbone_lr) == ("backbone-lr", 0.05)
+    with pytest.raises(ConfigError, match="finetune.mode"):
+        _load(folder, _config(folder, ["asteroid"], out="bad", finetune={"mode": "fast"}))

@@ -69,6 +69,15 @@ class AsteroidSection(_Strict):
     energy_weight: float | None = Field(None, ge=0, description="λ_E of pretraining (default: training.energy_weight).")
 
 
+class FinetuneSection(_Strict):
+    """How every fine-tuning stage trains the pretrained model (a run's ``finetune`` section, less ``init``)."""
+
+    mode: Literal["all", "freeze-backbone", "backbone-lr"] = Field(
+        "all", description="'all': every weight trains (the method's stage 2); 'freeze-backbone': only the energy "
+        "readout trains; 'backbone-lr': the backbone trains at backbone_lr × the learning rate.")
+    backbone_lr: float = Field(0.1, gt=0, le=1, description="Backbone learning-rate factor with mode 'backbone-lr'.")
+
+
 class ScoreSection(_Strict):
     estimator: Literal["sliced", "denoising"] = "sliced"
     projections: int = Field(1, ge=1)
@@ -90,6 +99,7 @@ class PipelineConfig(_Strict):
     training: dict[str, Any] = Field(default_factory=dict, description="Training settings every stage shares "
                                      "(a run config's training section; budgets set max_epochs/max_time).")
     budget: Budgets = Field(default_factory=Budgets)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     asteroid: AsteroidSection = Field(default_factory=AsteroidSection)
     score: ScoreSection = Field(default_factory=ScoreSection)
     delta: DeltaSection = Field(default_factory=DeltaSection)

@@ -58,8 +58,10 @@ class StageConfigs:
         return {**d, **extra}
 
     def _finetune(self, stage: str, pretrained: str) -> dict:
+        # only settings that differ from the defaults, so stages finished before the section existed still match
+        how = self.cfg.finetune.model_dump(exclude_defaults=True)
         return self._run(stage, self.cfg.budget.finetune, self._accurate_data(),
-                         finetune={"init": str(self.stage_dir(pretrained) / "model.pt")})
+                         finetune={"init": str(self.stage_dir(pretrained) / "model.pt"), **how})
 
     def config(self, stage: str) -> dict:
         c, b = self.cfg, self.cfg.budget
