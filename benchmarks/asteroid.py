@@ -83,12 +83,11 @@ def run_one(job: tuple) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     base.mkdir(parents=True, exist_ok=True)
     cfg = PipelineConfig.load(pipeline_config(args, molecule, seed, costs, work, base))
-    if args.variant:
-        _reuse(base / "pipeline", Path(cfg.out))
+    reused = _reuse(base / "pipeline", cfg) if args.variant else []
     Pipeline(cfg, log=lambda line: print(f"[{molecule} {seed} n{n}] {line}", flush=True)).run()
     report = build_report(cfg.out, cfg.recipes)
     result = {"molecule": molecule, "seed": seed, "n_accurate": n, "report": report, "costs": costs,
-              "bias": _bias_summary(Path(cfg.out))}
+              "bias": _bias_summary(Path(cfg.out)), "reused_stages": reused}
     if args.mace:
         from mace_baseline import run_mace
 
@@ -99,19 +98,34 @@ def run_one(job: tuple) -> dict:
     return result
 
 
-def _reuse(base: Path, out: Path) -> None:
-    """A variant shares the base run's data and the stages that do not depend on the asteroid settings
-    (θ0, plain pretrain-finetune, score): the pipeline checks each is what the variant's config gives it."""
+def _reuse(base: Path, cfg) -> list[str]:
+    """A variant takes over its base run's data and every finished stage whose settings (its own and its upstream
+    stages', as the pipeline records them) are what the variant's config gives it: θ0 always, the pretraining
+    stages when only the fine-tuning differs, the plain and score stages when only the asteroid settings do."""
     import shutil
 
+    from forcefit.pipeline import Pipeline
+    from forcefit.pipeline.stages import RECIPE_STAGES, UPSTREAM, stage_order
+
+    out = Path(cfg.out)
     if (base / "data" / "data.json").exists() and not (out / "data").exists():
         shutil.copytree(base / "data", out / "data")
-    for stage in ("accurate", "pretrain-plain", "finetune-plain", "pretrain-score", "finetune-score"):
+    variant = Pipeline(cfg, log=lambda line: None)
+    own = lambda settings: {k: v for k, v in settings.items() if k != "upstream"}  # noqa: E731
+    taken: set[str] = set()
+    for stage in stage_order(list(RECIPE_STAGES)):
         done = base / "stages" / stage / "stage.json"
-        if done.exists() and not (out / "stages" / stage).exists():
-            shutil.copytree(done.parent, out / "stages" / stage)
-            copied = out / "stages" / stage / "stage.json"  # settings name their folder as $OUT (older runs: absolute)
-            copied.write_text(copied.read_text().replace(str(base), "$OUT"))
+        if not done.exists() or (out / "stages" / stage).exists():
+            continue
+        # settings name their folder as $OUT (older runs: absolute; runs before the upstream chain: own settings only)
+        record = json.loads(done.read_text().replace(str(base), "$OUT"))
+        wanted = variant.stage_settings(stage)
+        if own(record.get("settings") or {}) != own(wanted) or (stage in UPSTREAM and UPSTREAM[stage] not in taken):
+            continue
+        shutil.copytree(done.parent, out / "stages" / stage)
+        (out / "stages" / stage / "stage.json").write_text(json.dumps({**record, "settings": wanted}, indent=2))
+        taken.add(stage)
+    return sorted(taken)
 
 
 def _bias_summary(out: Path) -> dict | None:

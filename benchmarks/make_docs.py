@@ -394,7 +394,18 @@ def labelling_page(res: Results) -> str:
 # ---------------------------------------------------------------- fine-tuning
 FINETUNE = "finetune_xtb_to_dft.json"
 ASTEROID_GLOB = "asteroid_*.json"
-ASTEROID_REUSED = {"accurate-only", "pretrain-finetune", "asteroid-score"}  # recipes a variant takes over from its base run
+ASTEROID_REUSED = {"accurate-only", "pretrain-finetune", "asteroid-score"}  # recipes a variant took over (files without reused_stages)
+ASTEROID_FINAL_STAGE = {"accurate-only": "accurate", "pretrain-finetune": "finetune-plain", "asteroid": "finetune-asteroid",
+                        "asteroid-score": "finetune-score", "delta": "delta", "multilevel": "multilevel"}
+
+
+def reused_recipes(r: dict) -> set[str]:
+    """The recipes whose result a variant run took over from its base run (their rows repeat the base's)."""
+    if not r["settings"].get("variant"):
+        return set()
+    if "reused_stages" not in r:
+        return ASTEROID_REUSED
+    return {recipe for recipe, stage in ASTEROID_FINAL_STAGE.items() if stage in r["reused_stages"]}
 
 
 def finetune_page(res: Results) -> str:
@@ -481,9 +492,9 @@ def asteroid_page(res: Results) -> str:
     mace_of = {(r["molecule"], r["seed"]): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
     for _, r in found:
         mace = mace_of.get((r["molecule"], r["seed"]))
-        variant = bool(r["settings"].get("variant"))
+        reused = reused_recipes(r)
         for row in r["report"]["rows"]:
-            if row.get("status") != "done" or (variant and row["recipe"] in ASTEROID_REUSED):
+            if row.get("status") != "done" or row["recipe"] in reused:
                 continue  # a variant's rows for these repeat its base run's
             f = row["forces_mae_meV_per_A"]
             gamma = asteroid_setting(r) if row["recipe"] == "asteroid" else ""
@@ -504,7 +515,7 @@ def asteroid_page(res: Results) -> str:
                pretrain_minutes(r, p["other"]), p["baseline"], pct(p["forces_change_pct"], 1),
                f"[{pct(p['ci_low_pct'], 1)}, {pct(p['ci_high_pct'], 1)}]", ratio(p["other_better_frames"])]
               for _, r in found for p in r["report"]["paired"]
-              if not (r["settings"].get("variant") and {p["other"], p["baseline"]} <= ASTEROID_REUSED)]
+              if not {p["other"], p["baseline"]} <= reused_recipes(r)]
     paired.sort(key=lambda row: (row[0], row[1]))
     out.append("Paired bootstrap over the test frames (10000 resamples; negative: the first recipe is better):\n")
     out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "pretrain min", "against", "Δ F MAE", "95% interval",
@@ -705,13 +716,14 @@ def asteroid_summary(res: Results) -> str:
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
         entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": {},
                                                        "delta": None})
-        minutes = f"{r['settings']['pretrain_minutes']:g} min pretraining"
+        mode = r["settings"].get("finetune_mode", "all")
+        minutes = f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
         if "delta" in rows:
             entry["delta"] = rows["delta"].get("forces_vs_accurate_only")
         if "asteroid" in rows:
             entry["gammas"][f"{asteroid_setting(r)} energies, {minutes}"] = rows["asteroid"].get("forces_vs_accurate_only")
             entry["cheap"] = rows["asteroid"]["cheap_labels"]
-        if "pretrain-finetune" in rows and (not r["settings"].get("variant") or minutes not in entry["plain"]):
+        if "pretrain-finetune" in rows and "pretrain-finetune" not in reused_recipes(r):
             entry["plain"][minutes] = rows["pretrain-finetune"].get("forces_vs_accurate_only")
     parts = []
     for molecule, e in sorted(by_molecule.items()):

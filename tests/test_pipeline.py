@@ -306,6 +306,16 @@ def test_a_finished_stage_moves_with_its_folder_and_changed_settings_are_refused
     with pytest.raises(ConfigError, match="stage accurate .* was run with other settings"):
         Pipeline(_load(folder, changed), log=lambda s: None).run()
 
+    # a stage's settings include its upstream stage's: with only the bias stage deleted and rerun at another γ,
+    # the pretraining stage that read the old weights is refused, not silently reused
+    one = {"accurate": {"max_epochs": 1}, "pretrain": {"max_epochs": 1}, "finetune": {"max_epochs": 1}}
+    Pipeline(_load(folder, _config(folder, ["asteroid"], out="chain", budget=one)), log=lambda s: None).run()
+    shutil.rmtree(folder / "chain" / "stages" / "bias")
+    lines = []
+    with pytest.raises(ConfigError, match="stage pretrain-asteroid .* was run with other settings"):
+        Pipeline(_load(folder, _config(folder, ["asteroid"], out="chain", budget=one, asteroid={"gamma": 0.5})), log=lines.append).run()
+    assert any("accurate: done, skipped" in s for s in lines) and (folder / "chain" / "stages" / "bias" / "stage.json").exists()
+
 
 def test_finetune_section_reaches_every_finetuning_stage(pipeline_files):
     """``finetune: {mode: ...}`` sets how each fine-tuning stage trains: with a frozen backbone the fine-tuned
@@ -336,3 +346,34 @@ def test_finetune_section_reaches_every_finetuning_stage(pipeline_files):
     assert (run.finetune.mode, run.finetune.backbone_lr) == ("backbone-lr", 0.05)
     with pytest.raises(ConfigError, match="finetune.mode"):
         _load(folder, _config(folder, ["asteroid"], out="bad", finetune={"mode": "fast"}))
+
+
+def test_a_benchmark_variant_takes_over_exactly_the_stages_its_settings_leave_unchanged(pipeline_files):
+    """benchmarks/asteroid.py --variant: a variant that changes only the fine-tuning mode takes over θ0, the bias
+    and both pretraining stages of its base run and retrains both fine-tuning stages."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(root))
+    try:
+        spec = importlib.util.spec_from_file_location("asteroid_bench", root / "asteroid.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(root))
+    folder = pipeline_files
+    one = {"accurate": {"max_epochs": 1}, "pretrain": {"max_epochs": 1}, "finetune": {"max_epochs": 1}}
+    recipes = ["pretrain-finetune", "asteroid"]
+    Pipeline(_load(folder, _config(folder, recipes, out="base", budget=one)), log=lambda s: None).run()
+    variant = _load(folder, _config(folder, recipes, out="variant", budget=one, finetune={"mode": "freeze-backbone"}))
+    taken = bench._reuse(folder / "base", variant)
+    assert taken == ["accurate", "bias", "pretrain-asteroid", "pretrain-plain"]
+    lines = []
+    Pipeline(variant, log=lines.append).run()
+    for stage in taken:
+        assert any(f"stage {stage}: done, skipped" in s for s in lines), stage
+    for stage in ("finetune-plain", "finetune-asteroid"):
+        assert any(f"stage {stage}: training" in s for s in lines), stage
+    other = _load(folder, _config(folder, recipes, out="gamma", budget=one, asteroid={"gamma": 0.5}))
+    assert bench._reuse(folder / "base", other) == ["accurate", "finetune-plain", "pretrain-plain"]

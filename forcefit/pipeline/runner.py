@@ -19,7 +19,7 @@ from ..atomic_file import atomic_path, write_text_atomic
 from ..config import ConfigError, build_config
 from ..data import DataError, Frame, read_frames, split_indices, validate_frames
 from .config import PipelineConfig, Source
-from .stages import ACCURATE_LEVEL, CHEAP_LEVEL, StageConfigs, stage_order
+from .stages import ACCURATE_LEVEL, CHEAP_LEVEL, UPSTREAM, StageConfigs, stage_order
 
 DONE = "stage.json"
 
@@ -140,14 +140,18 @@ class Pipeline:
         return result
 
     def stage_settings(self, stage: str) -> dict:
-        """What a stage's result depends on, beyond the inputs the data step fingerprints."""
+        """What a stage's result depends on, beyond the inputs the data step fingerprints: its own settings and
+        those of the stage whose output it reads, so a finished stage is not reused on a changed upstream."""
         if stage == "bias":
-            return json.loads(self.cfg.asteroid.model_dump_json())
-        # relative to the pipeline folder, so a stage copied into another pipeline (a variant sharing θ0) still matches
-        text = json.dumps(self.configs.config(stage), default=str).replace(json.dumps(str(self.out))[1:-1], "$OUT")
-        settings = json.loads(text)
+            settings = json.loads(self.cfg.asteroid.model_dump_json())
+        else:
+            # relative to the pipeline folder, so a stage copied into another pipeline (a variant sharing θ0) still matches
+            text = json.dumps(self.configs.config(stage), default=str).replace(json.dumps(str(self.out))[1:-1], "$OUT")
+            settings = json.loads(text)
         if stage == "delta":
             settings["baseline"] = self.cfg.delta.method
+        if stage in UPSTREAM:
+            settings["upstream"] = self.stage_settings(UPSTREAM[stage])
         return settings
 
     def _train(self, stage: str) -> dict:

@@ -21,6 +21,9 @@ RECIPE_STAGES: dict[str, list[str]] = {
 }
 # which stage's model a recipe's result is
 RECIPE_MODEL = {recipe: stages[-1] for recipe, stages in RECIPE_STAGES.items()}
+# the stage whose output a stage reads (θ0 for the bias, the weighted frames, the pretrained model)
+UPSTREAM = {"bias": "accurate", "pretrain-asteroid": "bias", "finetune-plain": "pretrain-plain",
+            "finetune-asteroid": "pretrain-asteroid", "finetune-score": "pretrain-score"}
 CHEAP_LEVEL, ACCURATE_LEVEL = "cheap", "accurate"
 
 
