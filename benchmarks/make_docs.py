@@ -481,17 +481,26 @@ def asteroid_page(res: Results) -> str:
            "thread each). Budgets: accurate-only (θ0) "
            f"{settings['accurate_minutes']:g} min, each pretraining as the `pretrain min` column says, each "
            f"fine-tuning {settings['finetune_minutes']:g} min; γ (eV/Å) and the cheap frames' energy labels (`reference`: "
-           "their own, `theta0`: θ0's predictions) as the table says: a variant reuses its base run's θ0 and plain pretrain-finetune stages, so its "
-           "rows for those recipes are the same runs. MACE: trained on the same DFT frames for the accurate-only budget. Label CPU-s are "
+           "their own, `theta0`: θ0's predictions) as the table says: a variant takes over the stages of its base run that its settings "
+           "leave unchanged (θ0 always), and its rows for those recipes, the same runs, are not repeated. MACE: trained on the same DFT "
+           "frames for the accurate-only budget, in the same sitting as the rows it is compared with (F / MACE). Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
            "the recipes are: [the ASTEROID page](../asteroid.md).\n",
            "```bash\npython benchmarks/asteroid.py --molecules ethanol --mace --workdir DIR --json benchmarks/results/asteroid_ethanol.json\n"
-           "python benchmarks/asteroid.py --molecules acac --mace --workdir DIR --json benchmarks/results/asteroid_acac.json\n```\n"]
+           "python benchmarks/asteroid.py --molecules acac --mace --workdir DIR --json benchmarks/results/asteroid_acac.json\n"
+           "# 30-minute pretraining (one command per molecule, side by side), then its variant with another fine-tuning mode and MACE:\n"
+           "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only pretrain-finetune asteroid --pretrain-minutes 30 "
+           "--workdir DIR30 --json benchmarks/results/asteroid_ethanol_pretrain30.json\n"
+           "python benchmarks/asteroid.py --molecules ethanol --recipes pretrain-finetune asteroid --pretrain-minutes 30 "
+           "--finetune-mode backbone-lr=0.1 --variant backbone_lr --mace --workdir DIR30 "
+           "--json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr.json\n```\n"]
     rows = []
-    mace_of = {(r["molecule"], r["seed"]): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
+    # MACE from the same sitting: a run, its variants and MACE share a workdir (machines differ between sittings)
+    group = lambda r: (r["molecule"], r["seed"], r["settings"].get("workdir"))  # noqa: E731
+    mace_of = {group(r): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
     for _, r in found:
-        mace = mace_of.get((r["molecule"], r["seed"]))
+        mace = mace_of.get(group(r))
         reused = reused_recipes(r)
         for row in r["report"]["rows"]:
             if row.get("status") != "done" or row["recipe"] in reused:
