@@ -464,6 +464,25 @@ def recipe_label(r: dict, recipe: str) -> str:
     return recipe if mode == "all" or recipe not in ASTEROID_PRETRAINING else f"{recipe} (fine-tuning {mode})"
 
 
+def asteroid_group(r: dict) -> tuple:
+    """A run, its variants and its MACE share a workdir: one sitting on one machine state."""
+    return r["molecule"], r["seed"], r["settings"].get("workdir")
+
+
+def versus_accurate_only(found: list[tuple[str, dict]]):
+    """row, run -> force MAE over the accurate-only model of the same sitting (a variant's report lacks the
+    accurate-only row when it took θ0 over from its base run, so the ratio comes from the base's)."""
+    accurate = {asteroid_group(r): row["forces_mae_meV_per_A"] for _, r in found for row in r["report"]["rows"]
+                if row["recipe"] == "accurate-only" and row.get("status") == "done"}
+
+    def ratio_of(row: dict, r: dict) -> float | None:
+        if row.get("forces_vs_accurate_only") is not None:
+            return row["forces_vs_accurate_only"]
+        base = accurate.get(asteroid_group(r))
+        return None if base is None else row["forces_mae_meV_per_A"] / base
+    return ratio_of
+
+
 def pretrain_minutes(r: dict, recipe: str) -> str:
     """The pretraining budget of ``recipe`` in run ``r`` (minutes), blank for recipes without pretraining."""
     return f"{r['settings']['pretrain_minutes']:g}" if recipe in ASTEROID_PRETRAINING else ""
@@ -497,10 +516,10 @@ def asteroid_page(res: Results) -> str:
            "--json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr.json\n```\n"]
     rows = []
     # MACE from the same sitting: a run, its variants and MACE share a workdir (machines differ between sittings)
-    group = lambda r: (r["molecule"], r["seed"], r["settings"].get("workdir"))  # noqa: E731
-    mace_of = {group(r): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
+    mace_of = {asteroid_group(r): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
+    ratio_of = versus_accurate_only(found)
     for _, r in found:
-        mace = mace_of.get(group(r))
+        mace = mace_of.get(asteroid_group(r))
         reused = reused_recipes(r)
         for row in r["report"]["rows"]:
             if row.get("status") != "done" or row["recipe"] in reused:
@@ -510,7 +529,7 @@ def asteroid_page(res: Results) -> str:
             rows.append([r["molecule"], str(r["seed"]), recipe_label(r, row["recipe"]), gamma, pretrain_minutes(r, row["recipe"]),
                          str(row["accurate_labels"]), str(row["cheap_labels"]),
                          str(row["unlabelled_frames"]), num(row["label_cpu_seconds"], 0), num(f),
-                         ratio(row.get("forces_vs_accurate_only")), ratio(None if mace is None else f / mace),
+                         ratio(ratio_of(row, r)), ratio(None if mace is None else f / mace),
                          num(row["energy_mae_meV_per_atom"], 2), num(row["training_minutes"])])
         if r.get("mace"):
             rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
@@ -721,19 +740,21 @@ def summary_block(res: Results) -> str:
 def asteroid_summary(res: Results) -> str:
     """Per molecule: asteroid's force MAE over accurate-only at each γ measured, and plain pretrain-finetune's."""
     by_molecule: dict[str, dict] = {}
-    for _, r in asteroid_results(res, variants=True):
+    found = asteroid_results(res, variants=True)
+    ratio_of = versus_accurate_only(found)
+    for _, r in found:
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
         entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": {},
                                                        "delta": None})
         mode = r["settings"].get("finetune_mode", "all")
         minutes = f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
         if "delta" in rows:
-            entry["delta"] = rows["delta"].get("forces_vs_accurate_only")
+            entry["delta"] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:
-            entry["gammas"][f"{asteroid_setting(r)} energies, {minutes}"] = rows["asteroid"].get("forces_vs_accurate_only")
+            entry["gammas"][f"{asteroid_setting(r)} energies, {minutes}"] = ratio_of(rows["asteroid"], r)
             entry["cheap"] = rows["asteroid"]["cheap_labels"]
         if "pretrain-finetune" in rows and "pretrain-finetune" not in reused_recipes(r):
-            entry["plain"][minutes] = rows["pretrain-finetune"].get("forces_vs_accurate_only")
+            entry["plain"][minutes] = ratio_of(rows["pretrain-finetune"], r)
     parts = []
     for molecule, e in sorted(by_molecule.items()):
         if not e["gammas"]:
