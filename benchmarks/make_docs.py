@@ -668,14 +668,15 @@ def force_centric_page(res: Results) -> str:
         paired.append([r["molecule"], str(r["seed"]), str(q["n"]), num(q["F_base"]), num(q["F_other"]), pct(q["F_change_pct"], 1),
                        f"[{pct(q['F_ci_low_pct'], 1)}, {pct(q['F_ci_high_pct'], 1)}]", ratio(q["F_other_better_frames"])])
         c = r.get("costs", {})
-        ast.append([r["molecule"], "DFT only (scratch)", num(r["scratch"]["test_forces_mae_meV_per_A"]), num(c.get("accurate_only"), 0), "this run"])
+        seed = str(r["seed"])
+        ast.append([r["molecule"], seed, "DFT only (scratch)", num(r["scratch"]["test_forces_mae_meV_per_A"]), num(c.get("accurate_only"), 0), "this run"])
         if "pool_cpu_s" in c:
-            ast.append([r["molecule"], "force-centric, pool for this molecule alone", num(r["finetune"]["test_forces_mae_meV_per_A"]),
+            ast.append([r["molecule"], seed, "force-centric, pool for this molecule alone", num(r["finetune"]["test_forces_mae_meV_per_A"]),
                         num(c["force_centric_one_molecule"], 0), "this run"])
-            ast.append([r["molecule"], f"force-centric, pool shared by {c['shared_over']} molecules",
+            ast.append([r["molecule"], seed, f"force-centric, pool shared by {c['shared_over']} molecules",
                         num(r["finetune"]["test_forces_mae_meV_per_A"]), num(c["force_centric_shared"], 0), "this run"])
         for recipe, row in sorted(r.get("asteroid", {}).items(), key=lambda kv: kv[1]["forces_mae_meV_per_A"]):
-            ast.append([r["molecule"], recipe, num(row["forces_mae_meV_per_A"]), num(row["label_cpu_seconds"], 0), f"`{Path(row['source']).name}`"])
+            ast.append([r["molecule"], seed, recipe, num(row["forces_mae_meV_per_A"]), num(row["label_cpu_seconds"], 0), f"`{Path(row['source']).name}`"])
     out.append(table(["molecule", "seed", "model", "F MAE", "F / scratch", "F / MACE", "E MAE", "epochs", "MD ps stable per start"],
                      rows, [FORCE_CENTRIC], align="lrlrrrrrl"))
     out.append("MAE in meV/Å and meV/atom.\n")
@@ -690,9 +691,10 @@ def force_centric_page(res: Results) -> str:
     out.append("Which method pays: test force MAE against the labelling CPU-seconds a user spends for this molecule (DFT at the "
                "measured CPU-seconds per frame for the 50 training and 25 validation frames, plus the cheap labels and MD each "
                "method needs; the pool is paid once, so a user with many target molecules divides it among them). "
-               "The ASTEROID rows are that benchmark's runs on the same frames and budgets "
-               "([its page](asteroid.md)).\n")
-    out.append(table(["molecule", "method", "F MAE", "labelling CPU-s", "from"], ast, [FORCE_CENTRIC], align="llrrl"))
+               "The ASTEROID rows are that benchmark's runs on the same frames and fine-tuning budget, each with its "
+               "pretraining budget and fine-tuning mode, from another sitting than the force-centric arms "
+               "([its page](asteroid.md)); the plot shows each ASTEROID recipe at its most accurate setting.\n")
+    out.append(table(["molecule", "seed", "method", "F MAE", "labelling CPU-s", "from"], ast, [FORCE_CENTRIC], align="lrlrrl"))
     out.append("![accuracy against labelling cost](../../benchmarks/results/force_centric.png)\n")
     return "\n".join(out)
 
@@ -737,32 +739,45 @@ def summary_block(res: Results) -> str:
                  rows, ["ethanol_budget.json", "ethanol50_budget_seeds12.json", "acac_budget.json"], align="lrlrrrrr")
 
 
+def seed_mean(by_seed: dict[int, float]) -> tuple[float, str]:
+    """(mean over seeds, its label): one seed's value as it is, several as their mean with each seed's value."""
+    mean = sum(by_seed.values()) / len(by_seed)
+    if len(by_seed) == 1:
+        return mean, f"{ratio(mean)}×"
+    each = ", ".join(f"{ratio(v)}" for _, v in sorted(by_seed.items()))
+    return mean, f"{ratio(mean)}× (mean of seeds {', '.join(str(k) for k in sorted(by_seed))}: {each})"
+
+
 def asteroid_summary(res: Results) -> str:
-    """Per molecule: asteroid's force MAE over accurate-only at each γ measured, and plain pretrain-finetune's."""
+    """Per molecule: asteroid's force MAE over accurate-only for each setting measured (the mean where several seeds
+    ran it), and plain pretrain-finetune's."""
     by_molecule: dict[str, dict] = {}
     found = asteroid_results(res, variants=True)
     ratio_of = versus_accurate_only(found)
     for _, r in found:
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
-        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": None, "plain": {},
-                                                       "delta": None})
+        entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": set(), "plain": {},
+                                                       "delta": {}})
         mode = r["settings"].get("finetune_mode", "all")
         minutes = f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
         if "delta" in rows:
-            entry["delta"] = ratio_of(rows["delta"], r)
+            entry["delta"][r["seed"]] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:
-            entry["gammas"][f"{asteroid_setting(r)} energies, {minutes}"] = ratio_of(rows["asteroid"], r)
-            entry["cheap"] = rows["asteroid"]["cheap_labels"]
+            entry["gammas"].setdefault(f"{asteroid_setting(r)} energies, {minutes}", {})[r["seed"]] = ratio_of(rows["asteroid"], r)
+            entry["cheap"].add(rows["asteroid"]["cheap_labels"])
         if "pretrain-finetune" in rows and "pretrain-finetune" not in reused_recipes(r):
-            entry["plain"][minutes] = ratio_of(rows["pretrain-finetune"], r)
+            entry["plain"].setdefault(minutes, {})[r["seed"]] = ratio_of(rows["pretrain-finetune"], r)
     parts = []
     for molecule, e in sorted(by_molecule.items()):
         if not e["gammas"]:
             continue
-        gammas = ", ".join(f"{ratio(v)}× (γ = {g})" for g, v in sorted(e["gammas"].items(), key=lambda kv: kv[1]))
-        plain = ", ".join(f"{ratio(v)}× ({m})" for m, v in sorted(e["plain"].items(), key=lambda kv: kv[1]))
-        delta = "" if e["delta"] is None else f"; Δ-learning on GFN2-xTB (`delta`) {ratio(e['delta'])}×"
-        parts.append(f"{molecule} ({e['n']} DFT + {e['cheap']} xTB labels): {gammas} the DFT-only force MAE "
+        gammas = ", ".join(f"{label} (γ = {g})" for g, (_, label) in
+                           sorted(((g, seed_mean(v)) for g, v in e["gammas"].items()), key=lambda kv: kv[1][0]))
+        plain = ", ".join(f"{label} ({m})" for m, (_, label) in
+                          sorted(((m, seed_mean(v)) for m, v in e["plain"].items()), key=lambda kv: kv[1][0]))
+        delta = "" if not e["delta"] else f"; Δ-learning on GFN2-xTB (`delta`) {seed_mean(e['delta'])[1]}"
+        cheap = "–".join(str(n) for n in sorted({min(e["cheap"]), max(e["cheap"])}))
+        parts.append(f"{molecule} ({e['n']} DFT + {cheap} xTB labels): {gammas} the DFT-only force MAE "
                      f"(plain pretrain-finetune {plain}{delta})")
     return "; ".join(parts) or "not measured yet"
 

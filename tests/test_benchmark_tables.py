@@ -1,0 +1,65 @@
+"""The benchmark scripts' bookkeeping: which ASTEROID rows the force-centric comparison stands beside."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def force_centric():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("force_centric_bench", BENCHMARKS / "force_centric.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def _asteroid_file(folder: Path, name: str, rows: dict, seed: int = 0, **settings) -> None:
+    base = {"pretrain_minutes": 6.0, "finetune_mode": "all", "gamma": 1.0, "energy": "reference", "accurate_minutes": 10.0}
+    report = [{"recipe": k, "forces_mae_meV_per_A": v, "label_cpu_seconds": 100.0} for k, v in rows.items()]
+    result = {"seed": seed, "n_accurate": 50, "costs": {"accurate": {"dft_cpu_s_per_label": 7.0, "valid_labels": 25}},
+              "report": {"rows": report}}
+    (folder / name).write_text(json.dumps({"settings": {**base, **settings}, "results": [result]}))
+
+
+def test_every_asteroid_setting_is_a_row_and_the_plot_takes_each_recipes_best(force_centric, tmp_path):
+    """The 6-minute base file sorts first; before, its 'asteroid' row hid the 30-minute ones."""
+    _asteroid_file(tmp_path, "asteroid_ethanol.json", {"accurate-only": 34.0, "asteroid": 26.0, "pretrain-finetune": 25.0, "delta": 17.0})
+    _asteroid_file(tmp_path, "asteroid_ethanol_pretrain30.json", {"asteroid": 18.8, "pretrain-finetune": 19.6}, pretrain_minutes=30.0)
+    _asteroid_file(tmp_path, "asteroid_ethanol_pretrain30_backbone_lr.json", {"asteroid": 16.4, "pretrain-finetune": 16.5},
+                   pretrain_minutes=30.0, finetune_mode="backbone-lr=0.1", variant="backbone_lr")
+    _asteroid_file(tmp_path, "asteroid_ethanol_theta0.json", {"asteroid": 25.5, "pretrain-finetune": 25.0}, energy="theta0",
+                   variant="theta0")  # its pretrain-finetune row is the base run's, taken over
+    _asteroid_file(tmp_path, "asteroid_ethanol_seed1.json", {"asteroid": 1.0}, seed=1)
+    rows = force_centric.asteroid_rows("ethanol", 0, 50, 10.0, results=tmp_path)["rows"]
+    assert {k: v["forces_mae_meV_per_A"] for k, v in rows.items()} == {
+        "asteroid (6 min pretraining)": 26.0, "pretrain-finetune (6 min pretraining)": 25.0, "delta": 17.0,
+        "asteroid (30 min pretraining)": 18.8, "pretrain-finetune (30 min pretraining)": 19.6,
+        "asteroid (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.4,
+        "pretrain-finetune (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.5,
+        "asteroid (6 min pretraining, γ 1, theta0 energies)": 25.5}
+    best = force_centric.best_per_recipe(rows)
+    assert {k: v["forces_mae_meV_per_A"] for k, v in best.items()} == {
+        "asteroid (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.4,
+        "pretrain-finetune (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.5, "delta": 17.0}
+
+
+def test_refresh_rereads_the_asteroid_rows_without_training(force_centric, tmp_path):
+    _asteroid_file(tmp_path, "asteroid_acac_pretrain30.json", {"asteroid": 13.1}, pretrain_minutes=30.0)
+    arm = {"test_forces_mae_meV_per_A": 30.0}
+    result = {"molecule": "acac", "seed": 0, "n_accurate": 50, "scratch": arm, "finetune": {"test_forces_mae_meV_per_A": 22.0},
+              "asteroid": {"asteroid": {"recipe": "asteroid", "forces_mae_meV_per_A": 20.0, "label_cpu_seconds": 1.0}}}
+    path = tmp_path / "force_centric.json"
+    path.write_text(json.dumps({"settings": {"init": "a-model-file.pt", "minutes": 10.0}, "results": [result]}))
+    data = force_centric.refresh_asteroid(path, results=tmp_path)
+    assert data["results"][0]["asteroid"]["asteroid (30 min pretraining)"]["forces_mae_meV_per_A"] == 13.1
+    assert "asteroid" not in data["results"][0]["asteroid"]
+    assert data["results"][0]["costs"]["accurate_only"] == pytest.approx(7.0 * 75)
+    assert json.loads(path.read_text()) == data and path.with_suffix(".png").stat().st_size > 0
