@@ -3,10 +3,11 @@
     python benchmarks/asteroid.py [--molecules ethanol acac] [--seeds 0] [--n-accurate 50]
         [--recipes accurate-only pretrain-finetune asteroid asteroid-score] [--accurate-minutes 10]
         [--pretrain-minutes 6] [--finetune-minutes 10] [--finetune-mode all] [--gamma 1.0] [--energy reference]
-        [--parallel] [--threads 1] [--mace] [--variant NAME] [--workdir DIR] [--json benchmarks/results/asteroid.json]
+        [--md-frames 2000] [--parallel] [--threads 1] [--mace] [--variant NAME] [--workdir DIR]
+        [--json benchmarks/results/asteroid.json]
 
 Data (benchmarks/asteroid_data.py): accurate = n DFT frames (25 more validate), cheap = GFN2-xTB labels
-of the other reference geometries and of 2000 GFN2-xTB MD frames at 300-600 K, test = 500 ethanol
+of the other reference geometries and of 2000 (``--md-frames``) GFN2-xTB MD frames at 300-600 K, test = 500 ethanol
 frames never used / acac test_MD_300K.xyz. Costs are measured: DFT CPU-seconds per frame (PySCF at the
 reference level, 2 frames), xTB CPU-seconds per label (the campaign), MD sampling CPU-seconds (spread
 over the cheap frames; for asteroid-score, the unlabelled frames' sampling cost only).
@@ -34,6 +35,7 @@ from asteroid_data import build_sets  # noqa: E402
 from common import map_jobs, print_table, require_shared, save_json  # noqa: E402
 
 SCORE_TEMPERATURE = {"ethanol": 500, "acac": 300}
+DEFAULT_MD_FRAMES = 2000
 
 
 def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, shared: Path) -> Path:
@@ -76,9 +78,10 @@ def run_one(job: tuple) -> dict:
     from forcefit.pipeline import Pipeline, PipelineConfig
     from forcefit.pipeline.report import build_report
 
-    cache = root / f"{molecule}_{seed}"
-    costs = build_sets(molecule, seed, cache / f"n{n}", n_accurate=n, cache=cache)
-    base = root / f"{molecule}_{seed}" / f"n{n}_run"
+    # another number of MD frames is other data: its own folder (the default keeps the older runs' name)
+    cache = root / (f"{molecule}_{seed}" + ("" if args.md_frames == DEFAULT_MD_FRAMES else f"_md{args.md_frames}"))
+    costs = build_sets(molecule, seed, cache / f"n{n}", n_accurate=n, md_frames=args.md_frames, cache=cache)
+    base = cache / f"n{n}_run"
     work = base if not args.variant else base.with_name(f"{base.name}_{args.variant}")
     work.mkdir(parents=True, exist_ok=True)
     base.mkdir(parents=True, exist_ok=True)
@@ -147,6 +150,8 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="eV/Å")
     p.add_argument("--energy", choices=["theta0", "reference", "none"], default="reference")
     p.add_argument("--finetune-mode", default="all", help="every fine-tuning stage: all, freeze-backbone or backbone-lr=FACTOR")
+    p.add_argument("--md-frames", type=int, default=DEFAULT_MD_FRAMES,
+                   help="GFN2-xTB MD frames among the cheap ones (spread over 300-600 K; the issue allows up to 5000)")
     p.add_argument("--score-estimator", choices=["sliced", "denoising"], default="sliced")
     p.add_argument("--parallel", action="store_true", help="one process per molecule/seed/n, side by side")
     p.add_argument("--threads", type=int, default=1)
