@@ -759,7 +759,9 @@ def asteroid_summary(res: Results) -> str:
         entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": set(), "plain": {},
                                                        "delta": {}})
         mode = r["settings"].get("finetune_mode", "all")
-        minutes = f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
+        md = r["settings"].get("md_frames", 2000)
+        minutes = (f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
+                   + ("" if md == 2000 else f", {md} xTB MD frames"))
         if "delta" in rows:
             entry["delta"][r["seed"]] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:

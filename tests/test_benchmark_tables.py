@@ -38,16 +38,18 @@ def test_every_asteroid_setting_is_a_row_and_the_plot_takes_each_recipes_best(fo
     _asteroid_file(tmp_path, "asteroid_ethanol_theta0.json", {"asteroid": 25.5, "pretrain-finetune": 25.0}, energy="theta0",
                    variant="theta0")  # its pretrain-finetune row is the base run's, taken over
     _asteroid_file(tmp_path, "asteroid_ethanol_seed1.json", {"asteroid": 1.0}, seed=1)
+    _asteroid_file(tmp_path, "asteroid_ethanol_md5000.json", {"asteroid": 15.9}, pretrain_minutes=30.0, md_frames=5000)
     rows = force_centric.asteroid_rows("ethanol", 0, 50, 10.0, results=tmp_path)["rows"]
     assert {k: v["forces_mae_meV_per_A"] for k, v in rows.items()} == {
         "asteroid (6 min pretraining)": 26.0, "pretrain-finetune (6 min pretraining)": 25.0, "delta": 17.0,
         "asteroid (30 min pretraining)": 18.8, "pretrain-finetune (30 min pretraining)": 19.6,
         "asteroid (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.4,
         "pretrain-finetune (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.5,
-        "asteroid (6 min pretraining, γ 1, theta0 energies)": 25.5}
+        "asteroid (6 min pretraining, γ 1, theta0 energies)": 25.5,
+        "asteroid (30 min pretraining, 5000 xTB MD frames)": 15.9}
     best = force_centric.best_per_recipe(rows)
     assert {k: v["forces_mae_meV_per_A"] for k, v in best.items()} == {
-        "asteroid (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.4,
+        "asteroid (30 min pretraining, 5000 xTB MD frames)": 15.9,
         "pretrain-finetune (30 min pretraining, fine-tuning backbone-lr=0.1)": 16.5, "delta": 17.0}
 
 
