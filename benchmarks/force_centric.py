@@ -250,14 +250,17 @@ def cost_plot(results: list[dict], path: Path) -> Path:
             points.append((f"force-centric, pool shared by {c['shared_over']}", c["force_centric_shared"], r["finetune"]["test_forces_mae_meV_per_A"], "P"))
         for name, row in best_per_recipe(r["asteroid"]).items():
             points.append((name, row["label_cpu_seconds"], row["forces_mae_meV_per_A"], "^"))
-        for name, x, y, marker in points:
-            if x is not None:
-                ax.scatter([x], [y], marker=marker, s=60, label=name)
+        drawn = [(name, x, y, marker) for name, x, y, marker in points if x is not None]
+        for name, x, y, marker in drawn:
+            ax.scatter([x], [y], marker=marker, s=60, label=name)
         ax.set_xscale("log")
         ax.set_xlabel("labelling CPU-seconds for this molecule")
         ax.set_ylabel("test force MAE (meV/Å)")
         ax.set_title(f"{r['molecule']}, {r['n_accurate']} DFT frames, seed {r['seed']}")
-        ax.legend(fontsize="x-small")
+        if drawn:
+            ax.legend(fontsize="x-small")
+        else:  # no measured costs for this seed (no ASTEROID run to take them from)
+            ax.text(0.5, 0.5, "no labelling costs measured for this seed", ha="center", transform=ax.transAxes)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
