@@ -3,7 +3,7 @@
     python benchmarks/asteroid.py [--molecules ethanol acac] [--seeds 0] [--n-accurate 50]
         [--recipes accurate-only pretrain-finetune asteroid asteroid-score] [--accurate-minutes 10]
         [--pretrain-minutes 6] [--finetune-minutes 10] [--finetune-mode all] [--gamma 1.0] [--energy reference]
-        [--md-frames 2000] [--parallel] [--threads 1] [--mace] [--variant NAME] [--workdir DIR]
+        [--md-frames 2000] [--parallel] [--threads 1] [--mace] [--variant NAME [--base-variant NAME]] [--workdir DIR]
         [--json benchmarks/results/asteroid.json]
 
 Data (benchmarks/asteroid_data.py): accurate = n DFT frames (25 more validate), cheap = GFN2-xTB labels
@@ -81,11 +81,14 @@ def run_one(job: tuple) -> dict:
     # another number of MD frames is other data: its own folder (the default keeps the older runs' name)
     cache = root / (f"{molecule}_{seed}" + ("" if args.md_frames == DEFAULT_MD_FRAMES else f"_md{args.md_frames}"))
     costs = build_sets(molecule, seed, cache / f"n{n}", n_accurate=n, md_frames=args.md_frames, cache=cache)
-    base = cache / f"n{n}_run"
+    inputs = cache / f"n{n}_run"  # the base run's folder: derived inputs live there, whatever the variant
+    base = inputs.with_name(f"{inputs.name}_{args.base_variant}") if args.base_variant else inputs
+    if args.base_variant and not (base / "pipeline").exists():
+        raise SystemExit(f"--base-variant {args.base_variant}: no run in {base}")
     work = base if not args.variant else base.with_name(f"{base.name}_{args.variant}")
     work.mkdir(parents=True, exist_ok=True)
-    base.mkdir(parents=True, exist_ok=True)
-    cfg = PipelineConfig.load(pipeline_config(args, molecule, seed, costs, work, base))
+    inputs.mkdir(parents=True, exist_ok=True)
+    cfg = PipelineConfig.load(pipeline_config(args, molecule, seed, costs, work, inputs))
     reused = _reuse(base / "pipeline", cfg) if args.variant else []
     Pipeline(cfg, log=lambda line: print(f"[{molecule} {seed} n{n}] {line}", flush=True)).run()
     report = build_report(cfg.out, cfg.recipes)
@@ -159,8 +162,13 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--variant", default=None, help="a named variant (other --gamma/--energy/...) in its own folder beside "
                    "the base run, reusing its data and θ0 (e.g. --variant gamma0.1 --recipes asteroid --gamma 0.1)")
+    p.add_argument("--base-variant", default=None, help="take the stages over from this variant's folder instead of the "
+                   "base run's (e.g. --base-variant score --variant score_all --finetune-mode all: another fine-tuning "
+                   "of that variant's pretraining)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/asteroid.json"))
     args = p.parse_args()
+    if args.base_variant and not args.variant:
+        p.error("--base-variant needs --variant (the new folder beside it)")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="asteroid_bench_"))
     jobs = [(args, m, s, n, root) for m in args.molecules for s in args.seeds for n in args.n_accurate]
     results = []
