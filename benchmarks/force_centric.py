@@ -103,6 +103,8 @@ def asteroid_setting_label(recipe: str, settings: dict) -> str:
         parts.append(f"fine-tuning {settings['finetune_mode']}")
     if recipe == "asteroid" and (settings["gamma"], settings["energy"]) != (1.0, "reference"):
         parts.append(f"γ {settings['gamma']:g}, {settings['energy']} energies")
+    if recipe == "asteroid-score" and settings.get("score_estimator", "sliced") != "sliced":
+        parts.append(f"{settings['score_estimator']} estimator")
     if settings.get("md_frames", 2000) != 2000:
         parts.append(f"{settings['md_frames']} xTB MD frames")
     return f"{recipe} ({', '.join(parts)})"

@@ -461,7 +461,10 @@ ASTEROID_PRETRAINING = {"pretrain-finetune", "asteroid", "asteroid-score"}  # re
 def recipe_label(r: dict, recipe: str) -> str:
     """The recipe, with its fine-tuning mode where the run did not fine-tune every weight."""
     mode = r["settings"].get("finetune_mode", "all")
-    return recipe if mode == "all" or recipe not in ASTEROID_PRETRAINING else f"{recipe} (fine-tuning {mode})"
+    estimator = r["settings"].get("score_estimator", "sliced")
+    parts = ([] if mode == "all" or recipe not in ASTEROID_PRETRAINING else [f"fine-tuning {mode}"]) + (
+        [f"{estimator} estimator"] if recipe == "asteroid-score" and estimator != "sliced" else [])
+    return recipe if not parts else f"{recipe} ({', '.join(parts)})"
 
 
 def asteroid_group(r: dict) -> tuple:
@@ -494,7 +497,8 @@ def asteroid_page(res: Results) -> str:
     settings = next((r["settings"] for _, r in found if not r["settings"].get("variant")), found[0][1]["settings"])
     out = [HEADER, "# Benchmarks: ASTEROID and its baselines\n",
            "`forcefit pipeline` on real DFT data: a few DFT frames (25 more validate), GFN2-xTB labels that the labelling "
-           "engine made for the molecule's other reference geometries and for 2000 frames of GFN2-xTB MD at 300-600 K, "
+           "engine made for the molecule's other reference geometries and for 2000 frames of GFN2-xTB MD at 300-600 K "
+           "(5000 in the ethanol rows with 5425 xTB labels: `--md-frames 5000`, its own data, same DFT frames and test set), "
            "and, for `asteroid-score`, the MD frames of one temperature without their labels. Every recipe is "
            "`equivariant-ace` with the same seed and options; one pipeline per molecule, the two side by side (one "
            "thread each). Budgets: accurate-only (θ0) "
@@ -513,7 +517,16 @@ def asteroid_page(res: Results) -> str:
            "--workdir DIR30 --json benchmarks/results/asteroid_ethanol_pretrain30.json\n"
            "python benchmarks/asteroid.py --molecules ethanol --recipes pretrain-finetune asteroid --pretrain-minutes 30 "
            "--finetune-mode backbone-lr=0.1 --variant backbone_lr --mace --workdir DIR30 "
-           "--json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr.json\n```\n"]
+           "--json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr.json\n"
+           "# 5000 xTB MD frames; the score-matching runs on the same data as variants (another estimator, another fine-tuning):\n"
+           "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only pretrain-finetune asteroid --pretrain-minutes 30 "
+           "--finetune-mode backbone-lr=0.1 --md-frames 5000 --workdir DIR5K --json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr_md5000.json\n"
+           "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only asteroid-score --pretrain-minutes 30 "
+           "--finetune-mode backbone-lr=0.1 --md-frames 5000 [--score-estimator denoising] --variant score[_dsm] --mace --workdir DIR5K "
+           "--json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr_md5000_score[_dsm].json\n"
+           "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only asteroid-score --pretrain-minutes 30 "
+           "--finetune-mode all --md-frames 5000 --base-variant score --variant all --workdir DIR5K "
+           "--json benchmarks/results/asteroid_ethanol_pretrain30_md5000_score_all.json\n```\n"]
     rows = []
     # MACE from the same sitting: a run, its variants and MACE share a workdir (machines differ between sittings)
     mace_of = {asteroid_group(r): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
