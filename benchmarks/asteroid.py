@@ -31,11 +31,10 @@ import yaml
 from forcefit.config import FinetuneConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from asteroid_data import build_sets  # noqa: E402
+from asteroid_data import MD_FRAMES, build_sets  # noqa: E402
 from common import map_jobs, print_table, require_shared, save_json  # noqa: E402
 
 SCORE_TEMPERATURE = {"ethanol": 500, "acac": 300}
-DEFAULT_MD_FRAMES = 2000
 
 
 def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, shared: Path) -> Path:
@@ -79,12 +78,12 @@ def run_one(job: tuple) -> dict:
     from forcefit.pipeline.report import build_report
 
     # another number of MD frames is other data: its own folder (the default keeps the older runs' name)
-    cache = root / (f"{molecule}_{seed}" + ("" if args.md_frames == DEFAULT_MD_FRAMES else f"_md{args.md_frames}"))
-    costs = build_sets(molecule, seed, cache / f"n{n}", n_accurate=n, md_frames=args.md_frames, cache=cache)
+    cache = root / (f"{molecule}_{seed}" + ("" if args.md_frames == MD_FRAMES else f"_md{args.md_frames}"))
     inputs = cache / f"n{n}_run"  # the base run's folder: derived inputs live there, whatever the variant
     base = inputs.with_name(f"{inputs.name}_{args.base_variant}") if args.base_variant else inputs
     if args.base_variant and not (base / "pipeline").exists():
         raise SystemExit(f"--base-variant {args.base_variant}: no run in {base}")
+    costs = build_sets(molecule, seed, cache / f"n{n}", n_accurate=n, md_frames=args.md_frames, cache=cache)
     work = base if not args.variant else base.with_name(f"{base.name}_{args.variant}")
     work.mkdir(parents=True, exist_ok=True)
     inputs.mkdir(parents=True, exist_ok=True)
@@ -153,7 +152,7 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="eV/Å")
     p.add_argument("--energy", choices=["theta0", "reference", "none"], default="reference")
     p.add_argument("--finetune-mode", default="all", help="every fine-tuning stage: all, freeze-backbone or backbone-lr=FACTOR")
-    p.add_argument("--md-frames", type=int, default=DEFAULT_MD_FRAMES,
+    p.add_argument("--md-frames", type=int, default=MD_FRAMES,
                    help="GFN2-xTB MD frames among the cheap ones (spread over 300-600 K; the issue allows up to 5000)")
     p.add_argument("--score-estimator", choices=["sliced", "denoising"], default="sliced")
     p.add_argument("--parallel", action="store_true", help="one process per molecule/seed/n, side by side")

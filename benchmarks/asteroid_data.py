@@ -55,6 +55,7 @@ TEMPERATURES = (300, 400, 500, 600)
 EVERY, TIMESTEP, FRICTION, BURN_IN = 10, 0.5, 0.01, 50  # steps per frame, fs, 1/fs, frames dropped per trajectory
 DFT_TIMING_FRAMES = 2
 ASSUMED_DFT_S = {"ethanol": 7.0}  # s per frame on 2 cores, ../shared/data/README.md (used without PySCF)
+MD_FRAMES = 2000  # xTB MD frames in the cheap set by default (the ASTEROID issue allows up to 5000)
 FILES = ("cheap", "cheap_unlabelled", "accurate", "accurate_valid", "test")
 
 
@@ -196,7 +197,7 @@ def _write(path: Path, images: list, level: str | None = None) -> None:
         ase.io.write(tmp, images, format="extxyz")
 
 
-def build_sets(molecule: str, seed: int, work: Path, n_accurate: int = 50, md_frames: int = 2000, cache: Path | None = None) -> dict:
+def build_sets(molecule: str, seed: int, work: Path, n_accurate: int = 50, md_frames: int = MD_FRAMES, cache: Path | None = None) -> dict:
     """Write the ASTEROID sets of one molecule and seed into ``work``; return their paths and measured costs.
 
     ``cache`` (default ``work``) keeps the xTB campaign, the MD trajectories and the DFT timing, so
@@ -287,7 +288,7 @@ def main() -> None:
     p.add_argument("--molecules", nargs="+", default=list(MOLECULES), choices=MOLECULES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--n-accurate", type=int, nargs="+", default=[50], help="accurate training frames (nested sets)")
-    p.add_argument("--md-frames", type=int, default=2000, help="xTB MD frames in all, over the four temperatures")
+    p.add_argument("--md-frames", type=int, default=MD_FRAMES, help="xTB MD frames in all, over the four temperatures")
     p.add_argument("--workdir", type=Path, default=None, help="sets in DIR/<molecule>_<seed>/n<N>, shared caches in DIR/<molecule>_<seed>")
     args = p.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="asteroid_data_"))

@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, map_jobs, print_table, require_shared, save_json, train_job  # noqa: E402
+from make_docs import ASTEROID_MD_FRAMES, write as write_docs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ASTEROID_RECIPES = ("pretrain-finetune", "asteroid", "asteroid-score", "delta")
@@ -105,7 +106,7 @@ def asteroid_setting_label(recipe: str, settings: dict) -> str:
         parts.append(f"γ {settings['gamma']:g}, {settings['energy']} energies")
     if recipe == "asteroid-score" and settings.get("score_estimator", "sliced") != "sliced":
         parts.append(f"{settings['score_estimator']} estimator")
-    if settings.get("md_frames", 2000) != 2000:
+    if settings.get("md_frames", ASTEROID_MD_FRAMES) != ASTEROID_MD_FRAMES:
         parts.append(f"{settings['md_frames']} xTB MD frames")
     return f"{recipe} ({', '.join(parts)})"
 
@@ -291,9 +292,7 @@ def main() -> None:
             best = best_per_recipe(r["asteroid"])
             print(f"{r['molecule']} seed {r['seed']}: " + ", ".join(f"{k} {v['forces_mae_meV_per_A']:.1f}" for k, v in best.items()))
         if args.json.resolve() == (RESULTS / "force_centric.json").resolve():
-            import make_docs  # the docs' tables are made from that file: keep them in step (tests check they are)
-
-            make_docs.write(ROOT, RESULTS)
+            write_docs(ROOT, RESULTS)  # the docs' tables are made from that file: keep them in step (tests check they are)
             print("docs regenerated (benchmarks/make_docs.py)")
         return
     root = args.workdir or Path(tempfile.mkdtemp(prefix="force_centric_"))

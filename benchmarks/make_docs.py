@@ -455,6 +455,9 @@ def asteroid_setting(r: dict) -> str:
     return f"{r['settings']['gamma']:g}, {r['settings']['energy']}"
 
 
+# asteroid_data.MD_FRAMES (a test keeps them equal; make_docs imports none of the benchmarks): the
+# default, and what a result file from before --md-frames, which has no md_frames setting, used
+ASTEROID_MD_FRAMES = 2000
 ASTEROID_PRETRAINING = {"pretrain-finetune", "asteroid", "asteroid-score"}  # recipes with a pretraining stage
 
 
@@ -772,9 +775,9 @@ def asteroid_summary(res: Results) -> str:
         entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": set(), "plain": {},
                                                        "delta": {}})
         mode = r["settings"].get("finetune_mode", "all")
-        md = r["settings"].get("md_frames", 2000)
+        md = r["settings"].get("md_frames", ASTEROID_MD_FRAMES)
         minutes = (f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
-                   + ("" if md == 2000 else f", {md} xTB MD frames"))
+                   + ("" if md == ASTEROID_MD_FRAMES else f", {md} xTB MD frames"))
         if "delta" in rows:
             entry["delta"][r["seed"]] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:

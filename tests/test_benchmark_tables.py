@@ -65,3 +65,16 @@ def test_refresh_rereads_the_asteroid_rows_without_training(force_centric, tmp_p
     assert "asteroid" not in data["results"][0]["asteroid"]
     assert data["results"][0]["costs"]["accurate_only"] == pytest.approx(7.0 * 75)
     assert json.loads(path.read_text()) == data and path.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_docs_default_md_frame_count_is_the_benchmarks(monkeypatch):
+    """make_docs labels a run 'N xTB MD frames' only where N is not asteroid_data's default: the two must agree."""
+    import os
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    # asteroid_data pins OMP_NUM_THREADS on import; undone after the test
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    import asteroid_data
+    import make_docs
+
+    assert make_docs.ASTEROID_MD_FRAMES == asteroid_data.MD_FRAMES
