@@ -12,7 +12,8 @@ frames never used / acac test_MD_300K.xyz. Costs are measured: DFT CPU-seconds p
 reference level, 2 frames), xTB CPU-seconds per label (the campaign), MD sampling CPU-seconds (spread
 over the cheap frames; for asteroid-score, the unlabelled frames' sampling cost only).
 ``asteroid-score`` trains on the xTB MD frames of one temperature without their labels (ethanol:
-500 K, the temperature of its MD17 geometries; acac: 300 K, its test MD's).
+500 K, the temperature of its MD17 geometries; acac: 300 K, its test MD's), or with
+``--score-temperatures all`` on every MD frame, each at the temperature it was sampled at.
 Every recipe uses equivariant-ace with the same seed and options; each molecule's pipeline is one
 process (``--parallel`` runs the molecules side by side, one thread each). ``--mace`` adds MACE on the
 accurate frames alone (the existing baseline, the accurate budget). The pipeline folder resumes.
@@ -42,11 +43,14 @@ def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, sha
     variant's inputs are the very files its base ran on)."""
     files = costs["files"]
     cheap, accurate = costs["cheap"], costs["accurate"]
-    temperature = SCORE_TEMPERATURE[molecule]
-    unlabelled = shared / f"unlabelled_{temperature}K.xyz"
-    if not unlabelled.exists():
-        frames = [a for a in ase.io.read(files["cheap_unlabelled"], ":") if int(a.info.get("temperature", -1)) == temperature]
-        ase.io.write(unlabelled, frames, format="extxyz")
+    if args.score_temperatures == "all":  # every MD frame, each scored at its own temperature (its info 'temperature')
+        temperature, unlabelled = None, Path(files["cheap_unlabelled"])
+    else:
+        temperature = SCORE_TEMPERATURE[molecule]
+        unlabelled = shared / f"unlabelled_{temperature}K.xyz"
+        if not unlabelled.exists():
+            frames = [a for a in ase.io.read(files["cheap_unlabelled"], ":") if int(a.info.get("temperature", -1)) == temperature]
+            ase.io.write(unlabelled, frames, format="extxyz")
     per_md_frame = cheap["md_sampling_cpu_s"] / max(cheap["md_frames"], 1)
     budget = lambda minutes: {"max_epochs": 100000, "max_minutes": minutes}  # noqa: E731
     cfg = {
@@ -56,7 +60,7 @@ def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, sha
             "accurate_valid": {"files": [files["accurate_valid"]], "cpu_seconds_per_label": accurate["dft_cpu_s_per_label"]},
             "cheap": {"files": [files["cheap"]], "cpu_seconds_per_label": cheap["total_cpu_s"] / cheap["labels"]},
             "unlabelled": {"files": [str(unlabelled)], "cpu_seconds_per_label": per_md_frame},
-            "temperature": temperature, "test": {"files": [files["test"]]},
+            **({"temperature": temperature} if temperature else {}), "test": {"files": [files["test"]]},
             "e0s": str(require_shared(molecule, "isolated_atoms.xyz")),
         },
         "model": {"name": "equivariant-ace"},
@@ -155,6 +159,9 @@ def main() -> None:
     p.add_argument("--md-frames", type=int, default=MD_FRAMES,
                    help="GFN2-xTB MD frames among the cheap ones (spread over 300-600 K; the issue allows up to 5000)")
     p.add_argument("--score-estimator", choices=["sliced", "denoising"], default="sliced")
+    p.add_argument("--score-temperatures", choices=["one", "all"], default="one",
+                   help="asteroid-score's unlabelled frames: the MD of one temperature (ethanol 500 K, acac 300 K), or "
+                   "every MD temperature, each frame scored at its own")
     p.add_argument("--parallel", action="store_true", help="one process per molecule/seed/n, side by side")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mace", action="store_true")

@@ -233,10 +233,18 @@ def test_bad_inputs_fail_at_once_with_one_line(pipeline_files, tmp_path):
     assert result.exit_code == 2 and "no level 'gfn2'" in result.output and "campaign.db" in result.output
     assert not (folder / "pipe" / "stages").exists()
 
-    with pytest.raises(ConfigError, match="asteroid-score needs data.temperature"):
-        cfg = _config(folder, ["asteroid-score"])
-        del cfg["data"]["temperature"]
-        _load(folder, cfg)
+    no_temperature = _config(folder, ["asteroid-score"])
+    del no_temperature["data"]["temperature"]  # and md.xyz's frames carry none of their own
+    with pytest.raises(DataError, match=r"md\.xyz.*frame 0.*temperature.*data\.temperature is not set"):
+        Pipeline(_load(folder, no_temperature), log=lambda s: None).run()
+    assert not (folder / "pipe" / "stages").exists()
+    tagged = ase.io.read(folder / "md.xyz", ":")
+    for k, a in enumerate(tagged):
+        a.info["temperature"] = 300.0 + 100 * (k % 2)  # MD at two temperatures, each frame with its own
+    ase.io.write(folder / "md_tagged.xyz", tagged, format="extxyz")
+    no_temperature["data"]["unlabelled"] = str(folder / "md_tagged.xyz")
+    checked = Pipeline(_load(folder, no_temperature), log=lambda s: None).check_inputs()
+    assert {f.temperature for f in checked["unlabelled"]} == {300.0, 400.0}
     unlabelled_cheap = _config(folder, ["pretrain-finetune"])
     unlabelled_cheap["data"]["cheap"] = str(folder / "md.xyz")
     with pytest.raises(DataError, match="md.xyz.*forces"):

@@ -129,14 +129,72 @@ def test_denoising_target_is_minus_kT_delta_over_sigma_squared():
     assert loss2.item() == pytest.approx(expected, rel=1e-12)
 
 
-def test_config_needs_a_temperature_and_frames_need_no_labels():
-    from forcefit.config import ConfigError, build_config
+def test_frames_need_no_labels_but_a_temperature_from_the_config_or_themselves(tmp_path):
+    """No temperature anywhere is an error naming the file and frame, raised before training starts."""
+    from forcefit.config import build_config
+    from forcefit.training.run import train
 
-    with pytest.raises(ConfigError, match="objective.*temperature"):
-        build_config({"objective": {"kind": "score-matching"}})
-    cfg = ScoreMatchingConfig(temperature=300)
-    needs = ScoreMatching.frame_needs(cfg, None)
+    needs = ScoreMatching.frame_needs(ScoreMatchingConfig(temperature=300), None)
     assert not (needs.energy or needs.forces or needs.any_label)
+    images = make_frames(4, rattle=0.05)
+    for k, a in enumerate(images):
+        a.calc = None
+        if k != 2:
+            a.info["temperature"] = 400.0
+    ase.io.write(tmp_path / "md.xyz", images, format="extxyz")
+    ase.io.write(tmp_path / "valid.xyz", images[:1], format="extxyz")
+    cfg = build_config({"data": {"train": [str(tmp_path / "md.xyz")], "valid": [str(tmp_path / "valid.xyz")]},
+                        "objective": {"kind": "score-matching"},
+                        "model": {"options": {"features": 8, "num_layers": 1, "num_basis": 4}},
+                        "training": {"max_epochs": 1, "progress": False, "threads": 1}, "out": str(tmp_path / "run")})
+    with pytest.raises(ValueError, match=r"md\.xyz, frame 2: score matching needs the temperature"):
+        train(cfg)
+
+
+def test_each_frame_is_scored_at_its_own_temperature_and_the_config_fills_the_rest():
+    """Two frames tagged 300 K and 900 K: the batch loss is the weighted mean of each frame's loss at its own k_B·T
+    (hand-computed frame by frame with a scalar k_B·T); an untagged frame takes objective.temperature; a tag wins."""
+    model = _Anharmonic()
+    rng = np.random.default_rng(5)
+    frames = [Frame(positions=rng.normal(0, 0.8, (n, 3)), numbers=np.full(n, 6), weight=w, temperature=t)
+              for n, w, t in ((3, 1.0, 300.0), (4, 2.0, 900.0))]
+    batch = batch_from_frames(frames, 5.0, torch.float64)
+    v = rademacher(batch["positions"].shape, torch.Generator().manual_seed(1), batch["positions"])
+    objective = ScoreMatching(ScoreMatchingConfig(temperature=50.0), ObjectiveContext(SupervisedLoss([]), cutoff=5.0))
+    from forcefit.objectives.score_matching import frame_kT
+
+    kT = frame_kT(batch, objective.cfg.temperature)
+    assert kT.tolist() == pytest.approx([kB * 300] * 3 + [kB * 900] * 4, rel=1e-12)  # the tags win over the 50 K default
+    together, _ = sliced_score_loss(model, batch, kT, [v])
+    alone = [sliced_score_loss(model, batch_from_frames([f], 5.0, torch.float64), float(kB * f.temperature), [v[s:e]])[0].item()
+             for f, (s, e) in zip(frames, ((0, 3), (3, 7)))]
+    assert together.item() == pytest.approx((1.0 * alone[0] + 2.0 * alone[1]) / 3.0, rel=1e-10)
+    frames[0].temperature = None  # untagged: the configured temperature
+    kT = frame_kT(batch_from_frames(frames, 5.0, torch.float64), 50.0)
+    assert kT[:3].tolist() == pytest.approx([kB * 50] * 3) and kT[3:].tolist() == pytest.approx([kB * 900] * 4)
+    with pytest.raises(ValueError, match="no temperature tag"):
+        frame_kT(batch_from_frames(frames, 5.0, torch.float64), None)
+    delta = torch.full(batch["positions"].shape, 0.01, dtype=torch.float64)  # denoising takes per-atom k_B·T too
+    harm = _Harmonic(batch["positions"], 0.0)
+    loss, _ = denoising_score_loss(harm, batch, frame_kT(batch, None), delta, 0.05, cutoff=5.0)
+    per_atom = ((frame_kT(batch, None) / 0.05**2).unsqueeze(-1) * delta).pow(2).sum(-1)
+    assert loss.item() == pytest.approx((per_atom[:3].sum().item() / 9 + 2 * per_atom[3:].sum().item() / 12) / 3, rel=1e-12)
+
+
+def test_a_frames_temperature_is_read_written_and_checked(tmp_path):
+    from forcefit.data import read_frames
+    from forcefit.data.errors import DataError
+
+    images = make_frames(3, rattle=0.05)
+    images[1].info["temperature"] = 450.0
+    ase.io.write(tmp_path / "t.xyz", images, format="extxyz")
+    frames = read_frames(tmp_path / "t.xyz")
+    assert [f.temperature for f in frames] == [None, 450.0, None]
+    assert frames[1].to_atoms().info["temperature"] == 450.0
+    images[2].info["temperature"] = -5.0
+    ase.io.write(tmp_path / "bad.xyz", images, format="extxyz")
+    with pytest.raises(DataError, match=r"bad\.xyz.*frame 2.*temperature"):
+        read_frames(tmp_path / "bad.xyz")
 
 
 @pytest.mark.parametrize("estimator", ["sliced", "denoising"])

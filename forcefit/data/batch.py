@@ -5,7 +5,7 @@ edge_index (2,E) rows (centre i, neighbour j), edge_shift (E,3) Cartesian
 shift so that r_ij = x_j − x_i + edge_shift, cell (G,3,3), pbc (G,3),
 num_atoms (G,). Labels and tags are copied from each frame by the one declared
 list ``TAGS`` (energy, forces, which labels are present, weight, level index,
-equilibrium, fixed atoms, frame id), so a new tag is one line here.
+equilibrium, fixed atoms, frame id, sampling temperature), so a new tag is one line here.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ TAGS: tuple[Tag, ...] = (
     Tag("equilibrium", False, torch.bool, lambda f, k, lv: bool(f.equilibrium)),
     Tag("fixed", True, torch.bool, lambda f, k, lv: np.zeros(f.n_atoms, bool) if f.fixed is None else f.fixed),
     Tag("frame_id", False, torch.long, lambda f, k, lv: k),
+    Tag("temperature", False, torch.float64, lambda f, k, lv: 0.0 if f.temperature is None else f.temperature),  # 0: not given
 )
 
 

@@ -12,7 +12,8 @@ class Frame:
 
     Tags carry what the training methods need to know about a frame: its
     level of theory (fidelity), whether it is an equilibrium geometry, its
-    weight, and which atoms are fixed (never moved by DeNS corruption).
+    weight, which atoms are fixed (never moved by DeNS corruption), and the
+    temperature it was sampled at, if it is a Boltzmann sample (score matching).
     """
 
     positions: np.ndarray  # (n, 3) float64, Å
@@ -26,6 +27,7 @@ class Frame:
     weight: float = 1.0
     equilibrium: bool = False
     fixed: np.ndarray | None = None  # (n,) bool, atoms that never move
+    temperature: float | None = None  # K, the temperature of the MD that sampled it (info 'temperature')
     source: str = "<memory>"
     index: int = 0
 
@@ -43,6 +45,8 @@ class Frame:
         atoms.info.update(config_type=self.config_type, level=self.level, weight=self.weight)
         if self.equilibrium:
             atoms.info["equilibrium"] = True
+        if self.temperature is not None:
+            atoms.info["temperature"] = self.temperature
         if self.fixed is not None and self.fixed.any():
             atoms.set_constraint(FixAtoms(mask=self.fixed))
         if self.energy is not None or self.forces is not None:

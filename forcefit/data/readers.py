@@ -63,6 +63,9 @@ def check_values(frame: Frame) -> None:
             raise DataError(f"forces have shape {frame.forces.shape}, expected ({n}, 3) for {n} atoms", frame.source, frame.index, "forces")
         if not np.all(np.isfinite(frame.forces)):
             raise DataError("forces contain NaN or infinite values", frame.source, frame.index, "forces")
+    if frame.temperature is not None and not (np.isfinite(frame.temperature) and frame.temperature > 0):
+        raise DataError(f"temperature must be a finite positive number of kelvin, got {frame.temperature}", frame.source,
+                        frame.index, "temperature")
     if not np.isfinite(frame.weight) or frame.weight < 0:
         raise DataError(f"weight must be a finite non-negative number, got {frame.weight}", frame.source, frame.index, "weight")
 
@@ -90,6 +93,7 @@ def frame_from_atoms(atoms, source: str, index: int, energy_key: str = "energy",
         weight=_numeric(lambda: float(info.get("weight", info.get("config_weight", 1.0))), source, index, "weight"),
         equilibrium=bool(info.get("equilibrium", False)),
         fixed=fixed,
+        temperature=_numeric(lambda: float(info["temperature"]) if "temperature" in info else None, source, index, "temperature"),
         source=source,
         index=index,
     )

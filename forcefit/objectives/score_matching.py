@@ -13,6 +13,9 @@ and is minimised by the true forces. Two estimators:
 - ``denoising``: corrupt x by δ ~ N(0, σ²I) and regress F̂(x + δ) on the score of the
   Gaussian kernel scaled to forces, −k_B·T·δ/σ² (cheaper: no second derivative).
 
+T is each frame's own sampling temperature where it carries one (extxyz info
+``temperature``, K), else the configured ``temperature``: MD at several
+temperatures is used whole, each frame scored against its own Boltzmann law.
 Both are reported per force component (divided by 3·atoms, per-frame weights
 applied), so ``weight`` plays the role λ_F plays for labelled forces. Fixed atoms
 are neither projected nor moved nor counted. Energies are not learned (the
@@ -31,10 +34,13 @@ from .losses import harmonic_denoising_loss, per_component_mean
 
 
 class ScoreMatchingConfig(ObjectiveConfig):
-    """``objective: {kind: score-matching, temperature: K, ...}``: unlabelled frames sampled at ``temperature``."""
+    """``objective: {kind: score-matching, temperature: K, ...}``: unlabelled frames sampled at ``temperature``
+    (or each at its own, from the frame's ``temperature`` tag)."""
 
     kind: Literal["score-matching"] = "score-matching"
-    temperature: float = Field(..., gt=0, description="Temperature (K) the frames were sampled at (Boltzmann samples, e.g. NVT MD).")
+    temperature: float | None = Field(
+        None, gt=0, description="Temperature (K) the frames were sampled at (Boltzmann samples, e.g. NVT MD); a frame's own "
+        "'temperature' (extxyz info) wins. Required unless every training frame carries one.")
     estimator: Literal["sliced", "denoising"] = Field(
         "sliced", description="'sliced': Hutchinson trace estimate (exact in expectation, one Hessian-vector product per "
         "projection); 'denoising': Gaussian-noise score matching (cheaper, biased by σ).")
@@ -47,8 +53,20 @@ def rademacher(shape, generator: torch.Generator | None, like: torch.Tensor) -> 
     return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
 
 
-def sliced_score_loss(model, batch: dict, kT: float, projections: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """mean[k_B·T · mean_k v_kᵀ ∂(F̂·v_k)/∂x + ½‖F̂‖²] per component, for given projections v_k (N, 3)."""
+def frame_kT(batch: dict, default_temperature: float | None) -> torch.Tensor:
+    """k_B·T (eV) per atom: its frame's ``temperature`` tag, or ``default_temperature`` where the frame has none."""
+    t = batch.get("temperature")  # 0 where a frame has none (a real temperature is > 0)
+    per_frame = torch.zeros(batch["ptr"].shape[0] - 1, dtype=batch["positions"].dtype) if t is None else t
+    if default_temperature is not None:
+        per_frame = torch.where(per_frame > 0, per_frame, torch.full_like(per_frame, default_temperature))
+    if (per_frame <= 0).any():
+        raise ValueError("score matching: a frame has no temperature tag and objective.temperature is not set")
+    return (kB * per_frame)[batch["batch"]]
+
+
+def sliced_score_loss(model, batch: dict, kT, projections: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """mean[k_B·T · mean_k v_kᵀ ∂(F̂·v_k)/∂x + ½‖F̂‖²] per component, for given projections v_k (N, 3);
+    ``kT`` a number or one value per atom."""
     out = model(batch, compute_forces=True)
     forces, positions = out["forces"], out["positions"]
     free = ~batch["fixed"]
@@ -63,10 +81,12 @@ def sliced_score_loss(model, batch: dict, kT: float, projections: list[torch.Ten
                   "score_force_norm": per_component_mean((forces.detach() ** 2).sum(-1), free, batch)}
 
 
-def denoising_score_loss(model, batch: dict, kT: float, displacement: torch.Tensor, sigma: float, cutoff: float):
-    """mean ‖F̂(x + δ) + k_B·T·δ/σ²‖² per component, for a given displacement δ (N, 3), zero on fixed atoms."""
+def denoising_score_loss(model, batch: dict, kT, displacement: torch.Tensor, sigma: float, cutoff: float):
+    """mean ‖F̂(x + δ) + k_B·T·δ/σ²‖² per component, for a given displacement δ (N, 3), zero on fixed atoms;
+    ``kT`` a number or one value per atom."""
     free = ~batch["fixed"]
-    loss, target = harmonic_denoising_loss(model, batch, displacement, kT / sigma**2, free, cutoff)
+    k = kT / sigma**2
+    loss, target = harmonic_denoising_loss(model, batch, displacement, k.unsqueeze(-1) if torch.is_tensor(k) else k, free, cutoff)
     return loss, {"score_target_rms": (target[free] ** 2).mean().sqrt().detach()}
 
 
@@ -78,7 +98,7 @@ class ScoreMatching:
 
     def __init__(self, cfg: ScoreMatchingConfig, context: ObjectiveContext):
         self.cfg, self.cutoff = cfg, context.cutoff
-        self.kT = float(kB * cfg.temperature)  # eV
+        self.kT = None if cfg.temperature is None else float(kB * cfg.temperature)  # eV, for frames without their own
 
     @staticmethod
     def frame_needs(cfg: ScoreMatchingConfig, training) -> FrameNeeds:
@@ -86,17 +106,28 @@ class ScoreMatching:
 
     def __call__(self, model, batch: dict, progress: float = 0.0, generator: torch.Generator | None = None):
         c, x = self.cfg, batch["positions"]
+        kT = frame_kT(batch, c.temperature).to(x.dtype)
         if c.estimator == "sliced":
             vs = [rademacher(x.shape, generator, x) for _ in range(c.projections)]
-            loss, metrics = sliced_score_loss(model, batch, self.kT, vs)
+            loss, metrics = sliced_score_loss(model, batch, kT, vs)
         else:
             delta = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * c.sigma
-            loss, metrics = denoising_score_loss(model, batch, self.kT, delta, c.sigma, self.cutoff)
+            loss, metrics = denoising_score_loss(model, batch, kT, delta, c.sigma, self.cutoff)
         metrics["loss_score"] = loss.detach()
         return c.weight * loss, metrics
 
     def describe(self, frames) -> list[str]:
+        """Says at which temperatures the frames are scored; a frame with no temperature and none configured is an error."""
         how = (f"sliced, {self.cfg.projections} projection(s)" if self.cfg.estimator == "sliced"
                else f"denoising, σ = {self.cfg.sigma:g} Å")
-        return [f"score matching on {len(frames)} frames sampled at {self.cfg.temperature:g} K "
-                f"(k_B·T = {self.kT * 1000:.2f} meV; {how}); their labels, if any, are not used"]
+        own = [] if hasattr(frames, "flags") else [f.temperature for f in frames]  # a packed pool is not read whole (it has none)
+        tagged = sorted({t for t in own if t is not None})
+        if self.cfg.temperature is None and (not own or None in own):
+            missing = next((f for f in frames if f.temperature is None), None) if own else None
+            where = f"{missing.source}, frame {missing.index}: " if missing is not None else ""
+            raise ValueError(f"{where}score matching needs the temperature each frame was sampled at: set objective.temperature "
+                             "or give every frame a 'temperature' (K) in its extxyz info")
+        at = (f"at their own temperatures ({', '.join(f'{t:g}' for t in tagged)} K)" if tagged else "")
+        if self.cfg.temperature is not None:
+            at = (at + f", {self.cfg.temperature:g} K where a frame has none") if at else f"at {self.cfg.temperature:g} K (k_B·T = {self.kT * 1000:.2f} meV)"
+        return [f"score matching on {len(frames)} frames sampled {at}; {how}; their labels, if any, are not used"]

@@ -39,7 +39,9 @@ class DataSection(_Strict):
     cheap: Source | None = Field(None, description="Cheap labelled frames (e.g. GFN2-xTB), for pretraining recipes.")
     cheap_valid_fraction: float = Field(0.05, gt=0, lt=1, description="Share of the cheap frames that validates pretraining.")
     unlabelled: Source | None = Field(None, description="Unlabelled Boltzmann samples (e.g. cheap MD frames) for asteroid-score.")
-    temperature: float | None = Field(None, gt=0, description="Temperature (K) the unlabelled frames were sampled at.")
+    temperature: float | None = Field(None, gt=0, description="Temperature (K) the unlabelled frames were sampled at; a frame's "
+                                      "own 'temperature' (extxyz info) wins, so MD at several temperatures is used whole. Needed "
+                                      "unless every unlabelled frame carries one.")
     test: Source | None = Field(None, description="Test frames at the accurate level, never used for training or selection.")
     e0s: str | dict[str, float] = Field("least_squares", description="Reference energies of the accurate level (as data.e0s).")
 
@@ -129,8 +131,6 @@ class PipelineConfig(_Strict):
         if "asteroid-score" in self.recipes:
             if d.unlabelled is None or not d.unlabelled.files:
                 raise ValueError("recipe asteroid-score needs unlabelled frames (data.unlabelled)")
-            if d.temperature is None:
-                raise ValueError("recipe asteroid-score needs data.temperature, the temperature (K) the unlabelled frames were sampled at")
         return self
 
     @classmethod

@@ -21,7 +21,8 @@ data:
   cheap: {files: [campaign.db], level: gfn2}   # a campaign states its measured CPU-seconds per label;
   #   for plain files give {files: [xtb.xyz], cpu_seconds_per_label: 0.003}
   unlabelled: xtb_md_300K.xyz  # Boltzmann samples (NVT MD with the cheap method) for asteroid-score
-  temperature: 300             # K, the temperature those frames were sampled at
+  temperature: 300             # K, the temperature those frames were sampled at (a frame's own
+                               #   extxyz info 'temperature' wins: MD at several temperatures in one file)
   test: test.xyz               # accurate test frames, never trained on or used for selection
   e0s: least_squares           # or isolated_atoms.xyz
 model:

@@ -54,6 +54,12 @@ class Pipeline:
                 validate_frames(frames[name], f"data.{name}", need_energy=False, need_forces=True)
         if "cheap" in frames:
             validate_frames(frames["cheap"], "data.cheap", need_energy=False, need_forces=True)
+        if "asteroid-score" in self.cfg.recipes and self.cfg.data.temperature is None:
+            untagged = next((f for f in frames.get("unlabelled", []) if f.temperature is None), None)
+            if untagged is not None:
+                raise DataError("data.unlabelled: the frame has no 'temperature' and data.temperature is not set; "
+                                "asteroid-score needs the temperature (K) each frame was sampled at",
+                                untagged.source, untagged.index, "temperature")
         return frames
 
     def _fingerprint(self) -> str:
