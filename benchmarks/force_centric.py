@@ -106,6 +106,8 @@ def asteroid_setting_label(recipe: str, settings: dict) -> str:
         parts.append(f"γ {settings['gamma']:g}, {settings['energy']} energies")
     if recipe == "asteroid-score" and settings.get("score_estimator", "sliced") != "sliced":
         parts.append(f"{settings['score_estimator']} estimator")
+    if recipe == "asteroid-score" and settings.get("score_temperatures", "one") == "all":
+        parts.append("MD frames of every temperature")
     if settings.get("md_frames", ASTEROID_MD_FRAMES) != ASTEROID_MD_FRAMES:
         parts.append(f"{settings['md_frames']} xTB MD frames")
     return f"{recipe} ({', '.join(parts)})"
@@ -291,7 +293,7 @@ def main() -> None:
         for r in refresh_asteroid(args.json)["results"]:
             best = best_per_recipe(r["asteroid"])
             print(f"{r['molecule']} seed {r['seed']}: " + ", ".join(f"{k} {v['forces_mae_meV_per_A']:.1f}" for k, v in best.items()))
-        if args.json.resolve() == (RESULTS / "force_centric.json").resolve():
+        if args.json.resolve().parent == RESULTS.resolve():
             write_docs(ROOT, RESULTS)  # the docs' tables are made from that file: keep them in step (tests check they are)
             print("docs regenerated (benchmarks/make_docs.py)")
         return

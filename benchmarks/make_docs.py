@@ -466,7 +466,8 @@ def recipe_label(r: dict, recipe: str) -> str:
     mode = r["settings"].get("finetune_mode", "all")
     estimator = r["settings"].get("score_estimator", "sliced")
     parts = ([] if mode == "all" or recipe not in ASTEROID_PRETRAINING else [f"fine-tuning {mode}"]) + (
-        [f"{estimator} estimator"] if recipe == "asteroid-score" and estimator != "sliced" else [])
+        [f"{estimator} estimator"] if recipe == "asteroid-score" and estimator != "sliced" else []) + (
+        ["MD frames of every temperature"] if recipe == "asteroid-score" and r["settings"].get("score_temperatures", "one") == "all" else [])
     return recipe if not parts else f"{recipe} ({', '.join(parts)})"
 
 
@@ -597,6 +598,16 @@ def _symbols(numbers: list[int]) -> str:
     return ", ".join(chemical_symbols[z] for z in numbers)
 
 
+def _stages_note(stages: list[dict] | None) -> str:
+    """How a build that continued an earlier one got there: each stage's budget, epochs and validation force MAE."""
+    if not stages or len(stages) < 2:
+        return ""
+    parts = [f"{st['minutes']:g} min ({st['epochs']} epochs, validation {num(st['forces_mae_meV_per_A'])} meV/Å)"
+             + ("" if k == 0 else f" continuing from {'that model' if k == 1 else 'the previous one'}")
+             for k, st in enumerate(stages)]
+    return "; in " + str(len(stages)) + " stages: " + ", then ".join(parts)
+
+
 def pretrained_page(res: Results) -> str:
     out = [HEADER, "# Models shipped with forcefit\n",
            "A shipped model is an ordinary forcefit model file inside the package, named instead of pathed: "
@@ -626,7 +637,7 @@ def pretrained_page(res: Results) -> str:
                           f"{cpu['per_molecule_done']:.1f} CPU-s a molecule)"],
             ["training", f"{train['objective']}; {train['wall_minutes_budget']:g} min, data-parallel on {train['processes']} CPU processes "
                          f"× {train['threads']} thread (torchrun, DDP over gloo), "
-                         f"{train['epochs']} epochs, {num(train['structures_per_s'], 0)} structures/s"],
+                         f"{train['epochs']} epochs, {num(train['structures_per_s'], 0)} structures/s" + _stages_note(train.get("stages"))],
             ["validation", f"force MAE {num(val['forces_mae_meV_per_A'])} meV/Å on {val['split']}"],
             ["built", f"{c['built']['date']}, commit {c['built']['commit']}"],
         ], [f"forcefit/pretrained/{path.name}"], align="ll").replace("in `benchmarks/results/`", "(the shipped card)"))
@@ -635,7 +646,7 @@ def pretrained_page(res: Results) -> str:
                    "at the GFN2-xTB level; energies are not trained (the objective is force-only, so fine-tuning refits the "
                    "E0s); elements it never saw get fresh embeddings when fine-tuned (`finetune.new_species: refuse` "
                    "refuses them). Ethanol and acetylacetone are not in its pool: they are the targets it is measured on.\n")
-    if (res.folder / FORCE_CENTRIC).exists():
+    if force_centric_files(res):
         out.append("What fine-tuning it gives on 50 DFT frames: [the force-centric benchmark](benchmarks/force_centric.md).\n")
     return "\n".join(out)
 
@@ -650,10 +661,27 @@ def _md_cell(md: dict | None) -> str:
             + f" ({md['strict_collapsed']} of {len(md['strict_stable_ps'])})")
 
 
-def force_centric_page(res: Results) -> str:
-    data = res(FORCE_CENTRIC)
-    s = data["settings"]
+FORCE_CENTRIC_GLOB = "force_centric*.json"  # one file per build of the shipped model it fine-tuned
+
+
+def force_centric_files(res: Results) -> list[str]:
+    """The force-centric result files, oldest build first (force_centric.json is the first build's)."""
+    names = [p.name for p in sorted(res.folder.glob(FORCE_CENTRIC_GLOB))]
+    return sorted(names, key=lambda n: (n != FORCE_CENTRIC, n))
+
+
+def build_label(data: dict) -> str:
+    """Which build of the shipped model a file fine-tuned: its total pretraining minutes (from the card it recorded)."""
     card = data.get("pretraining") or {}
+    if not card:
+        return data["settings"]["init"]
+    return f"{card['training']['wall_minutes_budget']:g} min pretraining"
+
+
+def force_centric_page(res: Results) -> str:
+    files = force_centric_files(res)
+    first = res(files[0])
+    s = first["settings"]
     out = [HEADER, "# Benchmarks: force-centric pretraining, fine-tuned on 50 DFT frames\n",
            f"The shipped model (`--init {s['init']}`, [its card](../pretrained.md)) fine-tuned on {s['n_accurate']} DFT frames "
            f"beside the same backbone (`equivariant-ace`, default options, same seed) trained on them from scratch, "
@@ -661,82 +689,101 @@ def force_centric_page(res: Results) -> str:
            "sets are the ASTEROID benchmark's (ethanol: 500 rMD17 frames never used in any form; acac: `test_MD_300K.xyz`), "
            "so its recipes stand beside these. MD: 500 K Langevin NVT, 0.5 fs, from "
            f"{s['md_starts']} test geometries per model (the same for both arms), until a bond is 0.5 Å off its first-frame "
-           f"length or {s['md_ps']:g} ps. Pretraining cost, reported once: "
-           + (f"{(card['pool']['cpu_seconds']['sampling'] + card['pool']['cpu_seconds']['labelling']) / 3600:.2f} CPU-hours "
-              f"for the pool, {card['training']['wall_minutes_budget']:g} min of pretraining on {card['training']['processes']} CPU processes."
-              if card else "–") + "\n",
-           "```bash\npython benchmarks/force_centric.py --molecules ethanol acac --seeds " + " ".join(map(str, s["seeds"]))
-           + f" --md-ps {s['md_ps']:g}"
-           + " --workdir DIR --json benchmarks/results/force_centric.json\n```\n"]
+           f"length or the run's MD length. The shipped model has had more than one build: each result file fine-tuned one, "
+           "and the `pretraining` column says which (its total pretraining budget; the builds' cards are recorded in the files). "
+           "Pretraining cost, reported once per build:\n"]
+    for name in files:
+        data = res(name)
+        card, st = data.get("pretraining") or {}, data["settings"]
+        cost = (f"{(card['pool']['cpu_seconds']['sampling'] + card['pool']['cpu_seconds']['labelling']) / 3600:.2f} CPU-hours "
+                f"for the pool, {card['training']['wall_minutes_budget']:g} min of pretraining on {card['training']['processes']} CPU processes"
+                + (f" (built {card['built']['date']})" if card.get("built") else "") if card else "–")
+        mode = f" --finetune-mode {st['finetune_mode']}" if st.get("finetune_mode", "all") != "all" else ""
+        out.append(f"- `{name}` ({build_label(data)}): {cost}. MD {st['md_ps']:g} ps.\n\n  ```bash\n  python benchmarks/force_centric.py "
+                   f"--molecules {' '.join(dict.fromkeys(r['molecule'] for r in data['results']))} --seeds {' '.join(map(str, st['seeds']))}"
+                   f" --md-ps {st['md_ps']:g}{mode} --workdir DIR --json benchmarks/results/{name}\n  ```\n")
     rows, paired, ast = [], [], []
-    for r in data["results"]:
-        md = r.get("md", {})
-        for arm, name in (("scratch", "scratch"), ("finetune", f"fine-tuned {s['init']}"), ("mace", "MACE, scratch")):
-            if arm not in r:
-                continue
-            a = r[arm]
-            vs_scratch = a["test_forces_mae_meV_per_A"] / r["scratch"]["test_forces_mae_meV_per_A"]
-            vs_mace = a["test_forces_mae_meV_per_A"] / r["mace"]["test_forces_mae_meV_per_A"] if "mace" in r else None
-            note = "" if arm != "mace" else (" (the ASTEROID run)" if a.get("source", "").startswith("benchmarks/results") else "")
-            rows.append([r["molecule"], str(r["seed"]), name + note, num(a["test_forces_mae_meV_per_A"]), ratio(vs_scratch),
-                         ratio(vs_mace), num(a["test_energy_mae_meV_per_atom"], 2), str(a.get("epochs", "–")), _md_cell(md.get(arm))])
-        q = r["paired"]
-        paired.append([r["molecule"], str(r["seed"]), str(q["n"]), num(q["F_base"]), num(q["F_other"]), pct(q["F_change_pct"], 1),
-                       f"[{pct(q['F_ci_low_pct'], 1)}, {pct(q['F_ci_high_pct'], 1)}]", ratio(q["F_other_better_frames"])])
-        c = r.get("costs", {})
-        seed = str(r["seed"])
-        ast.append([r["molecule"], seed, "DFT only (scratch)", num(r["scratch"]["test_forces_mae_meV_per_A"]), num(c.get("accurate_only"), 0), "this run"])
-        if "pool_cpu_s" in c:
-            ast.append([r["molecule"], seed, "force-centric, pool for this molecule alone", num(r["finetune"]["test_forces_mae_meV_per_A"]),
-                        num(c["force_centric_one_molecule"], 0), "this run"])
-            ast.append([r["molecule"], seed, f"force-centric, pool shared by {c['shared_over']} molecules",
-                        num(r["finetune"]["test_forces_mae_meV_per_A"]), num(c["force_centric_shared"], 0), "this run"])
-        for recipe, row in sorted(r.get("asteroid", {}).items(), key=lambda kv: kv[1]["forces_mae_meV_per_A"]):
-            ast.append([r["molecule"], seed, recipe, num(row["forces_mae_meV_per_A"]), num(row["label_cpu_seconds"], 0), f"`{Path(row['source']).name}`"])
-    out.append(table(["molecule", "seed", "model", "F MAE", "F / scratch", "F / MACE", "E MAE", "epochs", "MD ps stable per start"],
-                     rows, [FORCE_CENTRIC], align="lrlrrrrrl"))
-    out.append("MAE in meV/Å and meV/atom.\n")
+    for k, name in enumerate(files):
+        data = res(name)
+        s, build = data["settings"], build_label(data)
+        for r in data["results"]:
+            md = r.get("md", {})
+            for arm, label in (("scratch", "scratch"), ("finetune", f"fine-tuned {s['init']}"), ("mace", "MACE, scratch")):
+                if arm not in r:
+                    continue
+                a = r[arm]
+                vs_scratch = a["test_forces_mae_meV_per_A"] / r["scratch"]["test_forces_mae_meV_per_A"]
+                vs_mace = a["test_forces_mae_meV_per_A"] / r["mace"]["test_forces_mae_meV_per_A"] if "mace" in r else None
+                note = "" if arm != "mace" else (" (the ASTEROID run)" if a.get("source", "").startswith("benchmarks/results") else "")
+                rows.append([r["molecule"], str(r["seed"]), build, label + note, num(a["test_forces_mae_meV_per_A"]), ratio(vs_scratch),
+                             ratio(vs_mace), num(a["test_energy_mae_meV_per_atom"], 2), str(a.get("epochs", "–")), _md_cell(md.get(arm))])
+            q = r["paired"]
+            paired.append([r["molecule"], str(r["seed"]), build, str(q["n"]), num(q["F_base"]), num(q["F_other"]), pct(q["F_change_pct"], 1),
+                           f"[{pct(q['F_ci_low_pct'], 1)}, {pct(q['F_ci_high_pct'], 1)}]", ratio(q["F_other_better_frames"])])
+            c = r.get("costs", {})
+            seed = str(r["seed"])
+            ast.append([r["molecule"], seed, f"DFT only (scratch), sitting of {build}", num(r["scratch"]["test_forces_mae_meV_per_A"]),
+                        num(c.get("accurate_only"), 0), f"`{name}`"])
+            if "pool_cpu_s" in c:
+                ast.append([r["molecule"], seed, f"force-centric ({build}), pool for this molecule alone", num(r["finetune"]["test_forces_mae_meV_per_A"]),
+                            num(c["force_centric_one_molecule"], 0), f"`{name}`"])
+                ast.append([r["molecule"], seed, f"force-centric ({build}), pool shared by {c['shared_over']} molecules",
+                            num(r["finetune"]["test_forces_mae_meV_per_A"]), num(c["force_centric_shared"], 0), f"`{name}`"])
+            if k == 0:  # the ASTEROID rows are re-read into every file: list them once
+                for recipe, row in sorted(r.get("asteroid", {}).items(), key=lambda kv: kv[1]["forces_mae_meV_per_A"]):
+                    ast.append([r["molecule"], seed, recipe, num(row["forces_mae_meV_per_A"]), num(row["label_cpu_seconds"], 0), f"`{Path(row['source']).name}`"])
+    out.append(table(["molecule", "seed", "pretraining", "model", "F MAE", "F / scratch", "F / MACE", "E MAE", "epochs", "MD ps stable per start"],
+                     rows, files, align="lrllrrrrrl"))
+    out.append("MAE in meV/Å and meV/atom. Ratios are to the scratch and MACE runs of the same sitting (same file).\n")
     out.append("MD column: ps each start lasted, under the criterion that lets a hydrogen on an O or N move along a "
                "hydrogen bond to the acceptor (`run_replicas(..., proton_transfer=True)`), then under the strict one. "
                "On acac the strict criterion does not measure model failure: the bond that trips it is the enol O–H, "
                "stretching from 1.0 to 1.5 Å as the proton moves to the other oxygen (intramolecular proton transfer, a "
                "real process at 500 K). ¹ Runs made before the tolerant criterion existed: strict criterion only.\n")
     out.append("Fine-tuned against scratch on the same test frames (paired bootstrap, 10,000 resamples):\n")
-    out.append(table(["molecule", "seed", "frames", "scratch F MAE", "fine-tuned F MAE", "ΔF", "95% interval", "frames better"],
-                     paired, [FORCE_CENTRIC], align="lrrrrrrr"))
+    out.append(table(["molecule", "seed", "pretraining", "frames", "scratch F MAE", "fine-tuned F MAE", "ΔF", "95% interval", "frames better"],
+                     paired, files, align="lrlrrrrrr"))
     out.append("Which method pays: test force MAE against the labelling CPU-seconds a user spends for this molecule (DFT at the "
                "measured CPU-seconds per frame for the 50 training and 25 validation frames, plus the cheap labels and MD each "
                "method needs; the pool is paid once, so a user with many target molecules divides it among them). "
                "The ASTEROID rows are that benchmark's runs on the same frames and fine-tuning budget, each with its "
                "pretraining budget and fine-tuning mode, from another sitting than the force-centric arms "
                "([its page](asteroid.md)); the plot shows each ASTEROID recipe at its most accurate setting.\n")
-    out.append(table(["molecule", "seed", "method", "F MAE", "labelling CPU-s", "from"], ast, [FORCE_CENTRIC], align="lrlrrl"))
-    out.append("![accuracy against labelling cost](../../benchmarks/results/force_centric.png)\n")
+    out.append(table(["molecule", "seed", "method", "F MAE", "labelling CPU-s", "from"], ast, files, align="lrlrrl"))
+    for name in files:
+        png = Path(name).with_suffix(".png").name
+        if (res.folder / png).exists():
+            out.append(f"![accuracy against labelling cost, {build_label(res(name))}](../../benchmarks/results/{png})\n")
     return "\n".join(out)
 
 
 def force_centric_summary(res: Results) -> str:
-    if not (res.folder / FORCE_CENTRIC).exists():
+    files = force_centric_files(res)
+    if not files:
         return "built, with a shipped model (`--init organic-gfn2`, docs/pretrained.md); fine-tuning not measured yet"
-    by_molecule: dict[str, list[dict]] = {}
-    for r in res(FORCE_CENTRIC)["results"]:
-        by_molecule.setdefault(r["molecule"], []).append(r)
-    parts = []
-    for molecule, rs in by_molecule.items():
-        rs = sorted(rs, key=lambda r: r["seed"])
-        ratios = [r["finetune_vs_scratch"] for r in rs]
-        seeds = ", ".join(str(r["seed"]) for r in rs)
-        if len(rs) == 1:
-            q = rs[0]["paired"]
-            change = f"{ratio(ratios[0])}× the from-scratch force MAE ({pct(q['F_change_pct'])} [{pct(q['F_ci_low_pct'])}, {pct(q['F_ci_high_pct'])}])"
-        else:
-            below = sum(r["paired"]["F_ci_high_pct"] < 0 for r in rs)
-            change = (f"{' / '.join(ratio(x) for x in ratios)}× the from-scratch force MAE (mean {ratio(sum(ratios) / len(ratios))}×; "
-                      f"the paired interval excludes zero for {below} of {len(rs)} seeds)")
-        mace = [f"{ratio(r['finetune_vs_mace'])}× MACE (seed {r['seed']})" for r in rs if "finetune_vs_mace" in r]
-        parts.append(f"{molecule} ({rs[0]['n_accurate']} DFT frames, seed{'s' if len(rs) > 1 else ''} {seeds}): fine-tuning "
-                     f"`organic-gfn2` gives {change}" + (", " + ", ".join(mace) if mace else ""))
-    return "; ".join(parts)
+    builds = []
+    for name in files:
+        data = res(name)
+        by_molecule: dict[str, list[dict]] = {}
+        for r in data["results"]:
+            by_molecule.setdefault(r["molecule"], []).append(r)
+        parts = []
+        for molecule, rs in by_molecule.items():
+            rs = sorted(rs, key=lambda r: r["seed"])
+            ratios = [r["finetune_vs_scratch"] for r in rs]
+            seeds = ", ".join(str(r["seed"]) for r in rs)
+            if len(rs) == 1:
+                q = rs[0]["paired"]
+                change = f"{ratio(ratios[0])}× the from-scratch force MAE ({pct(q['F_change_pct'])} [{pct(q['F_ci_low_pct'])}, {pct(q['F_ci_high_pct'])}])"
+            else:
+                below = sum(r["paired"]["F_ci_high_pct"] < 0 for r in rs)
+                change = (f"{' / '.join(ratio(x) for x in ratios)}× the from-scratch force MAE (mean {ratio(sum(ratios) / len(ratios))}×; "
+                          f"the paired interval excludes zero for {below} of {len(rs)} seeds)")
+            mace = [f"{ratio(r['finetune_vs_mace'])}× MACE (seed {r['seed']})" for r in rs if "finetune_vs_mace" in r]
+            parts.append(f"{molecule} ({rs[0]['n_accurate']} DFT frames, seed{'s' if len(rs) > 1 else ''} {seeds}): "
+                         + change + (", " + ", ".join(mace) if mace else ""))
+        builds.append(f"fine-tuning `organic-gfn2` ({build_label(data)}): " + "; ".join(parts))
+    return " — ".join(builds)
 
 
 def summary_block(res: Results) -> str:
@@ -832,14 +879,14 @@ def methods_block(res: Results) -> str:
                  [DENS_PAIRED_FIXED, DENS_PAIRED_FIXED_300, "dens_ethanol950_std_units.json", "dens_ethanol950_300epochs.json",
                   "dens_ethanol950_1500epochs.json", "dens_ethanol950_1500epochs_paired.json", *([FINETUNE] if default else []),
                   *dict.fromkeys(name for name, _ in asteroid_results(res)),
-                  *([FORCE_CENTRIC] if (res.folder / FORCE_CENTRIC).exists() else [])],
+                  *force_centric_files(res)],
                  align="llll")
 
 
 PAGES = {"docs/benchmarks/mace.md": mace_page, "docs/benchmarks/dens.md": dens_page, "docs/benchmarks/labelling.md": labelling_page}
 # page -> (maker, result files: the page is made when any of them exists)
 OPTIONAL_PAGES = {"docs/benchmarks/finetune.md": (finetune_page, (FINETUNE,)), "docs/benchmarks/asteroid.md": (asteroid_page, (ASTEROID_GLOB,)),
-                  "docs/benchmarks/force_centric.md": (force_centric_page, (FORCE_CENTRIC,))}
+                  "docs/benchmarks/force_centric.md": (force_centric_page, (FORCE_CENTRIC_GLOB,))}
 BLOCKS = {"summary": summary_block, "methods": methods_block}
 _BLOCK = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 

@@ -78,3 +78,22 @@ def test_the_docs_default_md_frame_count_is_the_benchmarks(monkeypatch):
     import make_docs
 
     assert make_docs.ASTEROID_MD_FRAMES == asteroid_data.MD_FRAMES
+
+
+def test_a_continued_build_of_the_shipped_model_lists_every_pretraining_stage():
+    """pretrain_shipped.py --init: the card's stages are the earlier card's (one stage if it predates them) plus the new one."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("pretrain_shipped_bench", BENCHMARKS / "pretrain_shipped.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    first = {"training": {"wall_minutes_budget": 30.0, "epochs": 5, "processes": 2, "threads": 1},
+             "validation": {"forces_mae_meV_per_A": 47.5}}
+    second = {"minutes": 60.0, "epochs": 9, "processes": 2, "threads": 1, "init": "organic-gfn2", "forces_mae_meV_per_A": 40.0}
+    stages = module.chain_stages(first, second)
+    assert [s["minutes"] for s in stages] == [30.0, 60.0] and stages[0]["forces_mae_meV_per_A"] == 47.5 and stages[0]["init"] is None
+    third = {**second, "minutes": 15.0}
+    assert [s["minutes"] for s in module.chain_stages({**first, "training": {**first["training"], "stages": stages}}, third)] == [30.0, 60.0, 15.0]
+    assert module.chain_stages(None, second) == [second]
