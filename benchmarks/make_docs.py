@@ -672,10 +672,9 @@ def force_centric_files(res: Results) -> list[str]:
 
 def build_label(data: dict) -> str:
     """Which build of the shipped model a file fine-tuned: its total pretraining minutes (from the card it recorded)."""
-    card = data.get("pretraining") or {}
-    if not card:
-        return data["settings"]["init"]
-    return f"{card['training']['wall_minutes_budget']:g} min pretraining"
+    card, mode = data.get("pretraining") or {}, data["settings"].get("finetune_mode", "all")
+    label = f"{card['training']['wall_minutes_budget']:g} min pretraining" if card else data["settings"]["init"]
+    return label if mode == "all" else f"{label}, fine-tuning {mode}"
 
 
 def force_centric_page(res: Results) -> str:
