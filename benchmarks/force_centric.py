@@ -70,7 +70,10 @@ def md_job(job: dict) -> dict:
     """MD stability of one model from several starts (module level, so map_jobs can run it in another process)."""
     out = Path(job["out"])
     if out.exists():
-        return json.loads(out.read_text())
+        done = json.loads(out.read_text())
+        if Path(done["model"]).resolve() != Path(job["model"]).resolve():
+            raise SystemExit(f"{out}: MD of {done['model']}, not of {job['model']}; remove it or use another --workdir")
+        return done
     import torch
 
     import forcefit
@@ -214,7 +217,7 @@ def run_one(args, molecule: str, seed: int, root: Path, card: dict | None) -> di
         ase.io.write(starts, [test[k] for k in indices], format="extxyz")
         md_jobs = [{"model": r["model_path"], "structures": str(starts), "indices": indices, "ps": args.md_ps,
                     "seed": seed, "out": str(work / f"md_{arm}_{args.md_ps:g}ps.json")}
-                   for arm, r in (("scratch", scratch), ("finetune", finetune))]
+                   for arm, r in (("scratch", scratch), (f"finetune{finetune_variant(args)}", finetune))]  # a variant: its own MD file
         result["md"] = dict(zip(("scratch", "finetune"), map_jobs(md_job, md_jobs, parallel=True)))
         s, f = result["md"]["scratch"]["stable_ps"], result["md"]["finetune"]["stable_ps"]
         result["md_finetune_never_earlier"] = all(b >= a for a, b in zip(s, f))

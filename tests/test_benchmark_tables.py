@@ -97,3 +97,12 @@ def test_a_continued_build_of_the_shipped_model_lists_every_pretraining_stage():
     third = {**second, "minutes": 15.0}
     assert [s["minutes"] for s in module.chain_stages({**first, "training": {**first["training"], "stages": stages}}, third)] == [30.0, 60.0, 15.0]
     assert module.chain_stages(None, second) == [second]
+
+
+def test_an_md_result_of_another_model_is_never_read_back(force_centric, tmp_path):
+    """A fine-tuning variant writes its own MD file; a file made for another model is refused, not reused."""
+    out = tmp_path / "md_finetune_2ps.json"
+    out.write_text(json.dumps({"model": str(tmp_path / "finetune" / "model.pt"), "stable_ps": [2.0]}))
+    assert force_centric.md_job({"model": str(tmp_path / "finetune" / "model.pt"), "out": str(out)})["stable_ps"] == [2.0]
+    with pytest.raises(SystemExit, match="MD of .*finetune/model.pt, not of .*finetune_backbone-lr=0.1/model.pt"):
+        force_centric.md_job({"model": str(tmp_path / "finetune_backbone-lr=0.1" / "model.pt"), "out": str(out)})
