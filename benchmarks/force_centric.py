@@ -245,7 +245,7 @@ def cost_plot(results: list[dict], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2 * len(results), 4.2), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(results), 6.4), layout="constrained")  # room for the legend under each panel
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(results), squeeze=False)[0]
     for ax, r in zip(axes, results):
@@ -265,8 +265,8 @@ def cost_plot(results: list[dict], path: Path) -> Path:
         ax.set_xlabel("labelling CPU-seconds for this molecule")
         ax.set_ylabel("test force MAE (meV/Å)")
         ax.set_title(f"{r['molecule']}, {r['n_accurate']} DFT frames, seed {r['seed']}")
-        if drawn:
-            ax.legend(fontsize="x-small")
+        if drawn:  # below the axes: inside, it hid the points
+            ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.16))
         else:  # no measured costs for this seed (no ASTEROID run to take them from)
             ax.text(0.5, 0.5, "no labelling costs measured for this seed", ha="center", transform=ax.transAxes)
     path.parent.mkdir(parents=True, exist_ok=True)
