@@ -1,6 +1,10 @@
 """Shared fixtures: tiny molecules and labelled files made here (tests never need ../shared)."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -88,3 +92,18 @@ def train_and_kill_at_epoch(config_path, epoch: int, timeout: float = 1200, batc
         train(RunConfig.from_yaml({str(config_path)!r}), callbacks=[KillAtEpoch()])
     """)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(script: str, name: str | None = None):
+    """A script of benchmarks/ as a module (they import their siblings, so that folder is on the path meanwhile)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name or f"{script}_bench", BENCHMARKS / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module

@@ -1,24 +1,15 @@
 """The benchmark scripts' bookkeeping: which ASTEROID rows the force-centric comparison stands beside."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import BENCHMARKS, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def force_centric():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("force_centric_bench", BENCHMARKS / "force_centric.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return load_benchmark("force_centric")
 
 
 def _asteroid_file(folder: Path, name: str, rows: dict, seed: int = 0, **settings) -> None:
@@ -82,13 +73,7 @@ def test_the_docs_default_md_frame_count_is_the_benchmarks(monkeypatch):
 
 def test_a_continued_build_of_the_shipped_model_lists_every_pretraining_stage():
     """pretrain_shipped.py --init: the card's stages are the earlier card's (one stage if it predates them) plus the new one."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("pretrain_shipped_bench", BENCHMARKS / "pretrain_shipped.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    module = load_benchmark("pretrain_shipped")
     first = {"training": {"wall_minutes_budget": 30.0, "epochs": 5, "processes": 2, "threads": 1},
              "validation": {"forces_mae_meV_per_A": 47.5}}
     second = {"minutes": 60.0, "epochs": 9, "processes": 2, "threads": 1, "init": "organic-gfn2", "forces_mae_meV_per_A": 40.0}

@@ -1,7 +1,6 @@
 """The benchmark pages and the README's generated blocks are what benchmarks/make_docs.py writes from the result files."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -9,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 FIX = "run python benchmarks/make_docs.py (and commit what it writes)"
 
 
 @pytest.fixture(scope="module")
 def make_docs():
-    spec = importlib.util.spec_from_file_location("make_docs", ROOT / "benchmarks" / "make_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("make_docs", "make_docs")
 
 
 def test_committed_pages_and_readme_blocks_are_current(make_docs, tmp_path):

@@ -359,17 +359,9 @@ def test_finetune_section_reaches_every_finetuning_stage(pipeline_files):
 def test_a_benchmark_variant_takes_over_exactly_the_stages_its_settings_leave_unchanged(pipeline_files):
     """benchmarks/asteroid.py --variant: a variant that changes only the fine-tuning mode takes over θ0, the bias
     and both pretraining stages of its base run and retrains both fine-tuning stages."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_benchmark
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(root))
-    try:
-        spec = importlib.util.spec_from_file_location("asteroid_bench", root / "asteroid.py")
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(root))
+    bench = load_benchmark("asteroid")
     folder = pipeline_files
     one = {"accurate": {"max_epochs": 1}, "pretrain": {"max_epochs": 1}, "finetune": {"max_epochs": 1}}
     recipes = ["pretrain-finetune", "asteroid"]
