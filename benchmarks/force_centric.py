@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, map_jobs, print_table, require_shared, save_json, train_job  # noqa: E402
-from make_docs import ASTEROID_MD_FRAMES, write as write_docs  # noqa: E402
+from make_docs import ASTEROID_MD_FRAMES, score_setting_parts, write as write_docs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ASTEROID_RECIPES = ("pretrain-finetune", "asteroid", "asteroid-score", "delta")
@@ -107,10 +107,7 @@ def asteroid_setting_label(recipe: str, settings: dict) -> str:
         parts.append(f"fine-tuning {settings['finetune_mode']}")
     if recipe == "asteroid" and (settings["gamma"], settings["energy"]) != (1.0, "reference"):
         parts.append(f"γ {settings['gamma']:g}, {settings['energy']} energies")
-    if recipe == "asteroid-score" and settings.get("score_estimator", "sliced") != "sliced":
-        parts.append(f"{settings['score_estimator']} estimator")
-    if recipe == "asteroid-score" and settings.get("score_temperatures", "one") == "all":
-        parts.append("MD frames of every temperature")
+    parts += score_setting_parts(recipe, settings)
     if settings.get("md_frames", ASTEROID_MD_FRAMES) != ASTEROID_MD_FRAMES:
         parts.append(f"{settings['md_frames']} xTB MD frames")
     return f"{recipe} ({', '.join(parts)})"

@@ -461,13 +461,20 @@ ASTEROID_MD_FRAMES = 2000
 ASTEROID_PRETRAINING = {"pretrain-finetune", "asteroid", "asteroid-score"}  # recipes with a pretraining stage
 
 
+def score_setting_parts(recipe: str, settings: dict) -> list[str]:
+    """The asteroid-score settings an ASTEROID run changed from the defaults (its estimator, which MD frames),
+    as the table labels here and in benchmarks/force_centric.py name them."""
+    if recipe != "asteroid-score":
+        return []
+    estimator = settings.get("score_estimator", "sliced")
+    return ([f"{estimator} estimator"] if estimator != "sliced" else []) + (
+        ["MD frames of every temperature"] if settings.get("score_temperatures", "one") == "all" else [])
+
+
 def recipe_label(r: dict, recipe: str) -> str:
     """The recipe, with its fine-tuning mode where the run did not fine-tune every weight."""
     mode = r["settings"].get("finetune_mode", "all")
-    estimator = r["settings"].get("score_estimator", "sliced")
-    parts = ([] if mode == "all" or recipe not in ASTEROID_PRETRAINING else [f"fine-tuning {mode}"]) + (
-        [f"{estimator} estimator"] if recipe == "asteroid-score" and estimator != "sliced" else []) + (
-        ["MD frames of every temperature"] if recipe == "asteroid-score" and r["settings"].get("score_temperatures", "one") == "all" else [])
+    parts = ([] if mode == "all" or recipe not in ASTEROID_PRETRAINING else [f"fine-tuning {mode}"]) + score_setting_parts(recipe, r["settings"])
     return recipe if not parts else f"{recipe} ({', '.join(parts)})"
 
 
