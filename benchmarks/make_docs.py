@@ -606,10 +606,14 @@ def _symbols(numbers: list[int]) -> str:
 
 
 def _stages_note(stages: list[dict] | None) -> str:
-    """How a build that continued an earlier one got there: each stage's budget, epochs and validation force MAE."""
+    """How a build that continued an earlier one got there: each stage's budget, epochs, validation force MAE
+    and, where the stages differ in it, peak learning rate (cards written before it was recorded lack it)."""
     if not stages or len(stages) < 2:
         return ""
-    parts = [f"{st['minutes']:g} min ({st['epochs']} epochs, validation {num(st['forces_mae_meV_per_A'])} meV/Å)"
+    lrs = {st.get("lr") for st in stages}
+    show_lr = len(lrs) > 1 and None not in lrs
+    parts = [f"{st['minutes']:g} min ({st['epochs']} epochs, " + (f"peak lr {st['lr']:g}, " if show_lr else "")
+             + f"validation {num(st['forces_mae_meV_per_A'])} meV/Å)"
              + ("" if k == 0 else f" continuing from {'that model' if k == 1 else 'the previous one'}")
              for k, st in enumerate(stages)]
     return "; in " + str(len(stages)) + " stages: " + ", then ".join(parts)

@@ -79,9 +79,25 @@ def test_a_continued_build_of_the_shipped_model_lists_every_pretraining_stage():
     second = {"minutes": 60.0, "epochs": 9, "processes": 2, "threads": 1, "init": "organic-gfn2", "forces_mae_meV_per_A": 40.0}
     stages = module.chain_stages(first, second)
     assert [s["minutes"] for s in stages] == [30.0, 60.0] and stages[0]["forces_mae_meV_per_A"] == 47.5 and stages[0]["init"] is None
-    third = {**second, "minutes": 15.0}
-    assert [s["minutes"] for s in module.chain_stages({**first, "training": {**first["training"], "stages": stages}}, third)] == [30.0, 60.0, 15.0]
+    assert stages[0]["lr"] == module.LR_DEFAULT == 5e-3  # stages recorded before --lr ran at the default peak
+    third = {**second, "minutes": 15.0, "lr": 1e-3}
+    chained = module.chain_stages({**first, "training": {**first["training"], "stages": stages}}, third)
+    assert [(s["minutes"], s["lr"]) for s in chained] == [(30.0, 5e-3), (60.0, 5e-3), (15.0, 1e-3)]
     assert module.chain_stages(None, second) == [second]
+
+
+def test_a_continued_build_trains_every_weight_from_the_earlier_one_at_the_peak_lr_asked(tmp_path):
+    """pretrain_shipped.py's config: --lr sets the peak learning rate, --init the model every weight starts from."""
+    from forcefit.config import build_config
+
+    module = load_benchmark("pretrain_shipped")
+    fresh = module.pretrain_config(threads=1, processes=2)
+    assert "lr" not in fresh["training"] and "finetune" not in fresh and fresh["training"]["strategy"] == "ddp"
+    continued = module.pretrain_config(threads=1, processes=1, init=tmp_path / "init.pt", lr=1e-3)
+    assert continued["finetune"] == {"init": str(tmp_path / "init.pt"), "mode": "all", "reestimate_energy": False}
+    assert "strategy" not in continued["training"]
+    config = build_config(continued)
+    assert config.training.lr == 1e-3 and config.finetune.mode == "all" and config.finetune.reestimate_energy is False
 
 
 def test_an_md_result_of_another_model_is_never_read_back(force_centric, tmp_path):
