@@ -34,6 +34,7 @@ def tagged_xyz(path):
         atoms.info["level"] = "dft" if k % 2 else "xtb"
         atoms.info["weight"] = 0.25 * (k + 1)
     images[0].info["equilibrium"] = True
+    images[5].info["temperature"], images[6].info["temperature"] = 300.0, 612.5  # sampled by MD at these (K)
     images[1].set_constraint(FixAtoms(indices=[0, 2]))
     images[2].cell, images[2].pbc = np.diag([9.0, 10.0, 11.0]), True
     images[3].calc = SinglePointCalculator(images[3], energy=images[3].get_potential_energy())  # energy, no forces
@@ -74,7 +75,7 @@ def assert_same_frame(a, b):
     assert (a.energy is None) == (b.energy is None)
     if a.energy is not None:
         assert np.float64(a.energy).tobytes() == np.float64(b.energy).tobytes()
-    for name in ("config_type", "level", "weight", "equilibrium", "source", "index"):
+    for name in ("config_type", "level", "weight", "equilibrium", "temperature", "source", "index"):
         assert getattr(a, name) == getattr(b, name) and type(getattr(a, name)) is type(getattr(b, name)), name
 
 
@@ -95,6 +96,7 @@ def test_pack_then_read_is_bit_for_bit(tmp_path, sources):
     assert pool.sources == [str(xyz), str(db), str(npz)]
     assert set(pool.levels) == {"xtb", "dft", "default"}
     assert pool[1].fixed.tolist() == [True, False, True] + [False] * 6 and pool[0].equilibrium
+    assert [f.temperature for f in pool[4:8]] == [None, 300.0, 612.5, None]
     assert pool[-1].source == str(npz) and pool[-1].index == 2  # errors still name the original file and frame
     assert [f.index for f in pool[10:13]] == [1, 2, 3]  # campaign frames keep their row ids
     for a, b in zip(expected, read_frames(out)):  # read_frames reads a pool too
@@ -210,6 +212,7 @@ def test_corrupt_and_truncated_pools_are_named(tmp_path, pool_file):
     (lambda f: f.__delitem__("frames/energy"), r"field '/frames/energy'.*no dataset '/frames/energy'"),
     (lambda f: f.__delitem__("atoms"), r"field '/atoms'.*no group '/atoms'"),
     (lambda f: f.__delitem__("levels"), r"field '/levels'"),
+    (lambda f: f.__delitem__("frames/temperature"), r"no dataset '/frames/temperature'"),
     (lambda f: f.attrs.__setitem__("format", "something-else"), r"field '/'.*'format' attribute 'something-else'"),
     (lambda f: f.attrs.__delitem__("stats"), r"no attribute 'stats'"),
     (lambda f: f["frames/offsets"].__setitem__(-1, 999), r"field '/atoms/positions'.*rows"),
@@ -222,6 +225,22 @@ def test_damaged_pools_name_file_and_dataset(pool_file, damage, where):
     with pytest.raises(DataError, match=rf"pool\.h5.*{where}"):
         pool = PackedFrames(pool_file)
         [frame for frame in pool]
+
+
+def test_a_version_1_pool_reads_back_without_temperatures(tmp_path):
+    """Pools packed before frame temperatures were stored (format version 1) still read, every temperature None."""
+    pool_file = tmp_path / "pool.h5"
+    pack([tagged_xyz(tmp_path / "tagged.xyz")], pool_file)
+    expected = list(PackedFrames(pool_file))
+    assert any(f.temperature is not None for f in expected)
+    with h5py.File(pool_file, "r+") as f:
+        del f["frames/temperature"]
+        f.attrs["format_version"] = 1
+    old = list(PackedFrames(pool_file))
+    assert all(f.temperature is None for f in old) and len(old) == len(expected)
+    for a, b in zip(expected, old):
+        a.temperature = None
+        assert_same_frame(a, b)
 
 
 def ani1x_file(path):

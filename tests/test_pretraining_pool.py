@@ -58,6 +58,7 @@ def test_build_pool_tags_frames_skips_a_failing_molecule_and_resumes_without_res
     assert len(eq) == 2 and {f.config_type for f in eq} == {"minimum"}
     assert len(md) == 2 * 4 and {f.config_type for f in md} == {"md_300K"}
     assert all(f.forces is not None and np.isfinite(f.forces).all() and f.level == "gfn2" for f in md)
+    assert {f.temperature for f in md} == {300.0} and {f.temperature for f in eq} == {None}  # score matching's k_B·T
     summary = json.loads((out / "pool.json").read_text())
     assert summary["molecules"]["done"] == 2
     assert [f["smiles"] for f in summary["molecules"]["failed"]] == ["C1CC"]

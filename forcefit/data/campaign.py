@@ -76,6 +76,7 @@ def read_campaign(path: str | Path, level: str | None = None) -> list[Frame]:
                 weight=float(row.get("weight", 1.0)),
                 equilibrium=bool(row.get("equilibrium", 0)),
                 fixed=fixed,
+                temperature=float(row.temperature) if row.get("temperature") is not None else None,  # MD samples keep theirs
                 source=path,
                 index=row.id,
             )

@@ -7,7 +7,7 @@ slices of the frame asked for. Statistics are computed once, while packing
 (``pool_stats``). Frames come back bit for bit as they were read, with
 ``Frame.source`` and ``Frame.index`` naming the original file and frame.
 
-Layout (format ``forcefit-pool``, version 1; F frames, N atoms in all)::
+Layout (format ``forcefit-pool``, version 2; F frames, N atoms in all)::
 
     /                 attributes: format, format_version, forcefit_version, stats (JSON, see pool_stats)
     /atoms/           per atom, the frames' atoms one after another
@@ -22,6 +22,8 @@ Layout (format ``forcefit-pool``, version 1; F frames, N atoms in all)::
         cell (F, 3, 3) float64, pbc (F, 3) bool, weight (F,) float64, equilibrium (F,) bool
         level, source, config_type            (F,) int32: indices into /levels, /sources, /config_types
         index         (F,) int64: the frame's index in its source file
+        temperature   (F,) float64, K: the temperature of the MD that sampled the frame (NaN: not given);
+                      version 2 on (a version-1 pool reads back with no temperatures)
     /levels, /sources, /config_types          UTF-8 string lists
 
 Datasets are chunked and resizable (no compression, for fast random access).
@@ -46,7 +48,7 @@ from .pool_stats import DEFAULT_NEIGHBOR_CUTOFF, PoolStats, stats_from_json
 from .readers import read_frames
 
 FORMAT = "forcefit-pool"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNK_ATOMS = 8192  # rows per chunk of the per-atom datasets (positions: 192 KiB)
 CHUNK_FRAMES = 2048  # rows per chunk of the per-frame datasets (cell: 144 KiB)
 MAX_ATOMIC_NUMBER = 118  # numbers are stored as int8
@@ -57,7 +59,9 @@ PER_FRAME = {
     "energy": (np.float64, ()), "has_energy": (np.bool_, ()), "has_forces": (np.bool_, ()), "has_fixed": (np.bool_, ()),
     "cell": (np.float64, (3, 3)), "pbc": (np.bool_, (3,)), "weight": (np.float64, ()), "equilibrium": (np.bool_, ()),
     "level": (np.int32, ()), "source": (np.int32, ()), "config_type": (np.int32, ()), "index": (np.int64, ()),
+    "temperature": (np.float64, ()),
 }
+SINCE_VERSION = {"temperature": 2}  # per-frame datasets a pool of an earlier format version lacks
 NAMES = {"level": "levels", "source": "sources", "config_type": "config_types"}  # per-frame index -> its string list
 
 
@@ -205,6 +209,7 @@ class _PoolWriter:
             "source": [self._index("sources", f.source) for f in frames],
             "config_type": [self._index("config_types", f.config_type) for f in frames],
             "index": [f.index for f in frames],
+            "temperature": [np.nan if f.temperature is None else f.temperature for f in frames],
         }
         for group, values, specs in (("atoms", per_atom, PER_ATOM), ("frames", per_frame, PER_FRAME)):
             for name, (dtype, _row) in specs.items():
@@ -258,9 +263,10 @@ class PackedFrames(Sequence):
         # default 1 MiB per dataset would cost every DataLoader worker some 20 MB
         h5 = open_hdf5(self.path, rdcc_nbytes=0)
         try:
-            self._check_format(h5)
+            version = self._check_format(h5)
             self._datasets = {f"{group}/{name}": self._dataset(h5, f"{group}/{name}", dtype, row)
-                              for group, specs in (("atoms", PER_ATOM), ("frames", PER_FRAME)) for name, (dtype, row) in specs.items()}
+                              for group, specs in (("atoms", PER_ATOM), ("frames", PER_FRAME)) for name, (dtype, row) in specs.items()
+                              if version >= SINCE_VERSION.get(name, 1)}
             offsets = self._dataset(h5, "frames/offsets", np.int64, ())
             self.offsets = self._read(offsets, "frames/offsets", slice(None))
             self._check_offsets()
@@ -274,7 +280,8 @@ class PackedFrames(Sequence):
             raise
         self._h5, self._pid = h5, os.getpid()
 
-    def _check_format(self, h5: h5py.File) -> None:
+    def _check_format(self, h5: h5py.File) -> int:
+        """The file's format version, after checking that it is a pool this forcefit reads."""
         found = h5.attrs.get("format")
         if found != FORMAT:
             what = "no 'format' attribute" if found is None else f"'format' attribute {found!r}"
@@ -283,6 +290,7 @@ class PackedFrames(Sequence):
         if not 1 <= version <= FORMAT_VERSION:
             raise DataError(f"pool format version {version}; this forcefit reads versions 1 to {FORMAT_VERSION} "
                             "(a newer forcefit wrote it?)", file=str(self.path), field="/")
+        return version
 
     def _missing(self, group: str, what: str) -> None:
         raise DataError(f"the pool has no {what} (damaged file?)", file=str(self.path), field=group)
@@ -380,7 +388,9 @@ class PackedFrames(Sequence):
         first = int(self.offsets[start])
         rows = {"atoms": slice(first, int(self.offsets[stop])), "frames": slice(start, stop)}
         a = {name: self._read(self._datasets[f"atoms/{name}"], f"atoms/{name}", rows["atoms"]) for name in PER_ATOM}
-        f = {name: self._read(self._datasets[f"frames/{name}"], f"frames/{name}", rows["frames"]) for name in PER_FRAME}
+        f = {name: self._read(self._datasets[f"frames/{name}"], f"frames/{name}", rows["frames"]) for name in PER_FRAME
+             if f"frames/{name}" in self._datasets}
+        temperatures = f.get("temperature", np.full(stop - start, np.nan))
         numbers = a["numbers"].astype(np.int64)
         frames = []
         for j, k in enumerate(range(start, stop)):
@@ -397,6 +407,7 @@ class PackedFrames(Sequence):
                 weight=float(f["weight"][j]),
                 equilibrium=bool(f["equilibrium"][j]),
                 fixed=a["fixed"][atoms] if f["has_fixed"][j] else None,
+                temperature=None if np.isnan(temperatures[j]) else float(temperatures[j]),
                 source=self._name("source", f["source"][j], k),
                 index=int(f["index"][j]),
             ))
