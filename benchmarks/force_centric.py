@@ -16,7 +16,7 @@ each, side by side (two processes):
 - ``scratch``: the 50 frames from a fresh initialisation, E0s from isolated_atoms.xyz;
 - ``finetune``: the same run started from --init (default: the model shipped with forcefit, whose
   pretraining cost is reported once, from its model card), every weight training, E0s refitted
-  (--finetune-mode and --finetune-lr change that arm alone; such a variant gets its own run folder);
+  (--finetune-mode, --finetune-lr and --finetune-readout change that arm alone; such a variant gets its own run folder);
 - ``MACE`` (--mace: trained here, benchmarks/mace_baseline.py, the same budget; otherwise read from
   the ASTEROID benchmark's result for the same molecule, seed, frames and budget, and marked so).
 A paired bootstrap over test frames compares finetune with scratch. MD stability (METHODS.md): 500 K
@@ -168,16 +168,17 @@ def refresh_asteroid(path: Path, results: Path = RESULTS) -> dict:
 
 
 def finetune_settings(args) -> dict:
-    """The finetune section of the fine-tuning arm: --init, and --finetune-mode in the command-line form."""
+    """The finetune section of the fine-tuning arm: --init, --finetune-mode in the command-line form, --finetune-readout."""
     from forcefit.config import FinetuneConfig
 
     mode = FinetuneConfig.parse_mode(args.finetune_mode) if args.finetune_mode != "all" else {}
-    return {"init": args.init, **mode}
+    return {"init": args.init, **mode, **({"readout": args.finetune_readout} if args.finetune_readout != "keep" else {})}
 
 
 def finetune_variant(args) -> str:
     """'' for the default fine-tuning settings, else a suffix naming the changed ones (its own run folder)."""
-    parts = ([args.finetune_mode] if args.finetune_mode != "all" else []) + ([f"lr{args.finetune_lr:g}"] if args.finetune_lr else [])
+    parts = (([args.finetune_mode] if args.finetune_mode != "all" else []) + ([f"lr{args.finetune_lr:g}"] if args.finetune_lr else [])
+             + (["readout-reinit"] if args.finetune_readout == "reinit" else []))
     return "".join(f"_{p}" for p in parts)
 
 
@@ -280,6 +281,8 @@ def main() -> None:
     p.add_argument("--init", default="organic-gfn2", help="the pretrained model: a shipped name or a model file")
     p.add_argument("--finetune-mode", default="all", help="all, freeze-backbone or backbone-lr=F (as forcefit train --finetune)")
     p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the fine-tuning arm (default: the scratch arm's)")
+    p.add_argument("--finetune-readout", choices=["keep", "reinit"], default="keep",
+                   help="the fine-tuning arm's energy readout: the model file's, or a fresh initialisation (finetune.readout)")
     p.add_argument("--md-ps", type=float, default=20.0, help="MD length per start (0: no MD)")
     p.add_argument("--md-starts", type=int, default=5)
     p.add_argument("--mace", action="store_true", help="train MACE here (else reuse the ASTEROID benchmark's MACE run)")

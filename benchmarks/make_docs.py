@@ -681,11 +681,20 @@ def force_centric_files(res: Results) -> list[str]:
     return sorted(names, key=lambda n: (n != FORCE_CENTRIC, n))
 
 
+def finetune_changes(settings: dict) -> list[tuple[str, str]]:
+    """The force-centric file's fine-tuning settings that are not the default: (label, command-line flag) each."""
+    mode, lr, readout = settings.get("finetune_mode", "all"), settings.get("finetune_lr"), settings.get("finetune_readout", "keep")
+    return ([(f"fine-tuning {mode}", f"--finetune-mode {mode}")] if mode != "all" else []) + (
+        [(f"fine-tuning lr {lr:g}", f"--finetune-lr {lr:g}")] if lr else []) + (
+        [("energy readout re-initialised", "--finetune-readout reinit")] if readout == "reinit" else [])
+
+
 def build_label(data: dict) -> str:
-    """Which build of the shipped model a file fine-tuned: its total pretraining minutes (from the card it recorded)."""
-    card, mode = data.get("pretraining") or {}, data["settings"].get("finetune_mode", "all")
+    """Which build of the shipped model a file fine-tuned: its total pretraining minutes (from the card it recorded),
+    and the fine-tuning settings it changed."""
+    card = data.get("pretraining") or {}
     label = f"{card['training']['wall_minutes_budget']:g} min pretraining" if card else data["settings"]["init"]
-    return label if mode == "all" else f"{label}, fine-tuning {mode}"
+    return ", ".join([label, *(name for name, _ in finetune_changes(data["settings"]))])
 
 
 def force_centric_page(res: Results) -> str:
@@ -708,7 +717,7 @@ def force_centric_page(res: Results) -> str:
         cost = (f"{(card['pool']['cpu_seconds']['sampling'] + card['pool']['cpu_seconds']['labelling']) / 3600:.2f} CPU-hours "
                 f"for the pool, {card['training']['wall_minutes_budget']:g} min of pretraining on {card['training']['processes']} CPU processes"
                 + (f" (built {card['built']['date']})" if card.get("built") else "") if card else "–")
-        mode = f" --finetune-mode {st['finetune_mode']}" if st.get("finetune_mode", "all") != "all" else ""
+        mode = "".join(f" {flag}" for _, flag in finetune_changes(st))
         out.append(f"- `{name}` ({build_label(data)}): {cost}. MD {st['md_ps']:g} ps.\n\n  ```bash\n  python benchmarks/force_centric.py "
                    f"--molecules {' '.join(dict.fromkeys(r['molecule'] for r in data['results']))} --seeds {' '.join(map(str, st['seeds']))}"
                    f" --md-ps {st['md_ps']:g}{mode} --workdir DIR --json benchmarks/results/{name}\n  ```\n")

@@ -126,6 +126,9 @@ class FinetuneConfig(_Strict):
         "all", description="'all': every weight trains; 'freeze-backbone': only the energy readout (and any auxiliary "
         "head) trains; 'backbone-lr': the backbone trains at backbone_lr × the learning rate.")
     backbone_lr: float = Field(0.1, gt=0, le=1, description="Backbone learning-rate factor with mode 'backbone-lr'.")
+    readout: Literal["keep", "reinit"] = Field(
+        "keep", description="The energy readout: 'keep' the model file's, or 'reinit' (a fresh initialisation, as a run "
+        "from scratch starts), so only the representation carries over from pretraining.")
     new_species: Literal["add", "refuse"] = Field(
         "add", description="Elements of the new data that the model file does not know: 'add' new embeddings, 'refuse' with an error.")
     reestimate_energy: bool = Field(

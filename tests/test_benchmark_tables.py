@@ -107,3 +107,22 @@ def test_an_md_result_of_another_model_is_never_read_back(force_centric, tmp_pat
     assert force_centric.md_job({"model": str(tmp_path / "finetune" / "model.pt"), "out": str(out)})["stable_ps"] == [2.0]
     with pytest.raises(SystemExit, match="MD of .*finetune/model.pt, not of .*finetune_backbone-lr=0.1/model.pt"):
         force_centric.md_job({"model": str(tmp_path / "finetune_backbone-lr=0.1" / "model.pt"), "out": str(out)})
+
+
+def test_each_fine_tuning_change_gets_its_own_arm_folder_settings_and_docs_label(force_centric):
+    """--finetune-mode/-lr/-readout: the variant arm's folder names every change, its config carries them, the docs say them."""
+    import argparse
+
+    make_docs = load_benchmark("make_docs")
+    default = argparse.Namespace(init="organic-gfn2", finetune_mode="all", finetune_lr=None, finetune_readout="keep")
+    assert force_centric.finetune_variant(default) == "" and force_centric.finetune_settings(default) == {"init": "organic-gfn2"}
+    changed = argparse.Namespace(init="organic-gfn2", finetune_mode="backbone-lr=0.1", finetune_lr=0.002, finetune_readout="reinit")
+    assert force_centric.finetune_variant(changed) == "_backbone-lr=0.1_lr0.002_readout-reinit"
+    assert force_centric.finetune_settings(changed) == {"init": "organic-gfn2", "mode": "backbone-lr", "backbone_lr": 0.1,
+                                                        "readout": "reinit"}
+    card = {"training": {"wall_minutes_budget": 90.0}}
+    assert make_docs.build_label({"pretraining": card, "settings": vars(default)}) == "90 min pretraining"
+    assert make_docs.build_label({"pretraining": card, "settings": vars(changed)}) == (
+        "90 min pretraining, fine-tuning backbone-lr=0.1, fine-tuning lr 0.002, energy readout re-initialised")
+    assert [flag for _, flag in make_docs.finetune_changes(vars(changed))] == [
+        "--finetune-mode backbone-lr=0.1", "--finetune-lr 0.002", "--finetune-readout reinit"]

@@ -102,6 +102,31 @@ def test_finetuning_starts_from_the_file_and_a_frozen_backbone_does_not_move(tmp
     assert (moved[key] - source[key]).abs().max() < 0.01 < (fresh[key] - source[key]).abs().max()
 
 
+def test_readout_reinit_keeps_a_fresh_energy_readout_on_the_files_representation(tmp_path, pretrained, monkeypatch):
+    """finetune.readout: reinit — the representation is the file's, the energy readout exactly a fresh initialisation."""
+    from forcefit.training import finetune
+
+    base = {"data": {"train": str(_accurate(tmp_path)), "valid_fraction": 0.25}, "model": TINY_MODEL, "training": TINY_TRAINING, "seed": 3}
+
+    def build(readout: str) -> dict:
+        cfg = build_config({**base, "finetune": {"init": str(pretrained), "readout": readout}})
+        torch.manual_seed(cfg.seed)
+        potential, _ = _build_model(cfg, prepare_data(cfg, frame_needs(cfg)), (), torch.float32)
+        return {k: v.clone() for k, v in potential.backbone.state_dict().items()}
+
+    kept, reinit = build("keep"), build("reinit")
+    monkeypatch.setattr(finetune, "transfer_weights", lambda target, cfg: [])
+    fresh = build("keep")  # the same model, seed and data, no weight carried over
+    readout = [k for k in kept if k.startswith("readout.")]
+    assert readout and len(readout) < len(kept)
+    for key in kept:
+        expected = fresh[key] if key in readout else kept[key]
+        assert torch.equal(reinit[key], expected), key
+    assert any(not torch.equal(kept[k], fresh[k]) for k in readout)  # so the comparison above can tell them apart
+    with pytest.raises(ConfigError, match="readout"):
+        build_config({**base, "finetune": {"init": str(pretrained), "readout": "reset"}})
+
+
 def test_backbone_lr_puts_the_backbone_in_a_slower_group(tmp_path, pretrained):
     from forcefit.training.finetune import parameter_groups
 

@@ -47,7 +47,8 @@ def transfer_weights(target: torch.nn.Module, cfg: FinetuneConfig) -> list[str]:
 
     Species-indexed parameters copy the rows of the species the file knows (new
     species keep their fresh initialisation); each energy head copies the file's
-    head of the same level, else the file's default level. Returns notes for the log.
+    head of the same level, else the file's default level; with ``readout: reinit``
+    the energy readout keeps its fresh initialisation instead. Returns notes for the log.
     """
     source = load_model(cfg.init)
     backbone = target.backbone
@@ -58,8 +59,12 @@ def transfer_weights(target: torch.nn.Module, cfg: FinetuneConfig) -> list[str]:
     src_state = source.backbone.state_dict()
     head_source = [source.levels.index(lv) if lv in source.levels else source.levels.index(source.default_level)
                    for lv in target.levels]
+    fresh_readout = tuple(backbone.READOUT_PREFIXES) if cfg.readout == "reinit" else ()
     new_state = {}
     for name, value in tgt_state.items():
+        if fresh_readout and name.startswith(fresh_readout):
+            new_state[name] = value
+            continue
         if name not in src_state:
             raise ConfigError(f"{cfg.init}: the model file has no weights for {name}")
         old = src_state[name].to(value.dtype)
@@ -79,12 +84,12 @@ def transfer_weights(target: torch.nn.Module, cfg: FinetuneConfig) -> list[str]:
         new_state[name] = value
     backbone.load_state_dict(new_state)
     target.scale.copy_(source.scale)
-    notes = [f"fine-tuning from {cfg.init} (mode {cfg.mode})"]
+    notes = [f"fine-tuning from {cfg.init} (mode {cfg.mode}" + (", energy readout re-initialised)" if fresh_readout else ")")]
     added = [chemical_symbols[z] for z in target.species if z not in src_rows]
     if added:
         notes.append(f"new element(s) {', '.join(added)}: new embeddings")
     for lv, k in zip(target.levels, head_source):
-        if lv != source.levels[k]:
+        if lv != source.levels[k] and not fresh_readout:
             notes.append(f"level '{lv}': energy head starts from the file's '{source.levels[k]}' head")
     _copy_offsets(target, source)
     return notes
