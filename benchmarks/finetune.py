@@ -28,7 +28,6 @@ then fine-tuned with its own ``--foundation_model`` option (--finetune-minutes).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -114,18 +113,13 @@ def mace_arms(paths: dict, e0s: Path, run: Path, seed: int, args) -> dict:
     """MACE on the DFT frames alone, and MACE pretrained on the xTB frames then fine-tuned with --foundation_model.
 
     Each arm leaves its result JSON in its folder and is read back when called again."""
-    from mace_baseline import run_mace
+    from mace_baseline import run_mace_once
 
     def once(name, *a, **kw):
-        done = run / name / "summary.json"
-        if done.exists():
-            return json.loads(done.read_text())
-        r = run_mace(*a, workdir=run / name, seed=seed, threads=args.threads, md_steps=0, **kw)
-        out = {"test_forces_mae_meV_per_A": r["test_forces_mae_meV_per_A"], "test_energy_mae_meV_per_atom": r["test_energy_mae_meV_per_atom"],
-               "epochs": r["epochs"], "wall_minutes": r["wall_minutes"], "first_val_forces_mae_meV_per_A": None,
-               "model_path": r["model_path"]}
-        save_json(done, out)
-        return out
+        r = run_mace_once(*a, workdir=run / name, seed=seed, threads=args.threads, md_steps=0, **kw)
+        return {"test_forces_mae_meV_per_A": r["test_forces_mae_meV_per_A"], "test_energy_mae_meV_per_atom": r["test_energy_mae_meV_per_atom"],
+                "epochs": r["epochs"], "wall_minutes": r["wall_minutes"], "first_val_forces_mae_meV_per_A": None,
+                "model_path": r["model_path"]}
 
     from concurrent.futures import ThreadPoolExecutor
 

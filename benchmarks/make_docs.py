@@ -558,6 +558,8 @@ def asteroid_page(res: Results) -> str:
         if r.get("mace"):
             rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
                          "0", "0", "", num(mace), "", "1.00", num(r["mace"].get("test_energy_mae_meV_per_atom"), 2), ""])
+        if r.get("mace_finetune"):
+            rows.append(mace_finetune_row(r, mace))
     rows.sort(key=lambda row: (row[0], row[1]))  # each molecule's rows together (stable: base run first)
     out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "pretrain min", "DFT labels", "xTB labels", "unlabelled",
                       "label CPU-s", "F MAE", "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files,
@@ -591,6 +593,18 @@ def asteroid_page(res: Results) -> str:
                    "(effective frames: (Σw)²/Σw²):\n")
         out.append(table(["molecule", "γ eV/Å", "mean b_i", "min", "max", "smallest w_i", "effective frames"], bias, files))
     return "\n".join(out)
+
+
+def mace_finetune_row(r: dict, mace: float | None) -> list[str]:
+    """The ASTEROID table's row for MACE pretrained on the run's xTB frames, then fine-tuned with --foundation_model."""
+    m = r["mace_finetune"]
+    pre, fine = m["pretrain"], m["finetune"]
+    f = fine["test_forces_mae_meV_per_A"]
+    minutes = sum(x.get("train_minutes") or 0.0 for x in (pre, fine))
+    return [r["molecule"], str(r["seed"]), "MACE, pretrained on the xTB frames, fine-tuned (`--foundation_model`)", "",
+            f"{m['pretrain_minutes']:g}", str(r["report"]["rows"][0].get("accurate_labels", "")), str(r["costs"]["cheap"]["labels"]),
+            "0", "", num(f), "", ratio(None if mace is None else f / mace), num(fine.get("test_energy_mae_meV_per_atom"), 2),
+            num(minutes)]
 
 
 # ---------------------------------------------------------------- README blocks

@@ -126,3 +126,15 @@ def test_each_fine_tuning_change_gets_its_own_arm_folder_settings_and_docs_label
         "90 min pretraining, fine-tuning backbone-lr=0.1, fine-tuning lr 0.002, energy readout re-initialised")
     assert [flag for _, flag in make_docs.finetune_changes(vars(changed))] == [
         "--finetune-mode backbone-lr=0.1", "--finetune-lr 0.002", "--finetune-readout reinit"]
+
+
+def test_maces_own_pretrain_finetune_is_a_row_against_its_dft_only_run():
+    """asteroid.py --mace-finetune: the row names the cheap labels MACE pretrained on, its budget and its ratio to MACE."""
+    make_docs = load_benchmark("make_docs")
+    arm = lambda f, minutes: {"test_forces_mae_meV_per_A": f, "test_energy_mae_meV_per_atom": 0.5, "train_minutes": minutes}  # noqa: E731
+    r = {"molecule": "ethanol", "seed": 0, "costs": {"cheap": {"labels": 2425}}, "report": {"rows": [{"accurate_labels": 75}]},
+         "mace_finetune": {"pretrain": arm(340.0, 30.0), "finetune": arm(24.0, 10.0), "pretrain_minutes": 30.0, "finetune_minutes": 10.0}}
+    row = make_docs.mace_finetune_row(r, mace=30.0)
+    assert row[:2] == ["ethanol", "0"] and "--foundation_model" in row[2]
+    assert row[4:8] == ["30", "75", "2425", "0"] and row[9] == "24.0" and row[11] == "0.80" and row[13] == "40.0"
+    assert make_docs.mace_finetune_row(r, mace=None)[11] == "–"
