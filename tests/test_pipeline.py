@@ -352,6 +352,8 @@ def test_finetune_section_reaches_every_finetuning_stage(pipeline_files):
                     log=lambda s: None)
     run = build_config(slow.configs.config("finetune-asteroid"))
     assert (run.finetune.mode, run.finetune.backbone_lr) == ("backbone-lr", 0.05)
+    fresh = Pipeline(_load(folder, _config(folder, ["asteroid"], out="fresh", finetune={"readout": "reinit"})), log=lambda s: None)
+    assert build_config(fresh.configs.config("finetune-asteroid")).finetune.readout == "reinit"
     with pytest.raises(ConfigError, match="finetune.mode"):
         _load(folder, _config(folder, ["asteroid"], out="bad", finetune={"mode": "fast"}))
 

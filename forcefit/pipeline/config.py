@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..config import ConfigError, ModelConfig, _Strict, listify, load_yaml
+from ..config import ConfigError, FinetuneConfig, ModelConfig, _Strict, listify, load_yaml
 
 RECIPES = ("accurate-only", "pretrain-finetune", "asteroid", "asteroid-score", "delta", "multilevel")
 
@@ -72,12 +72,12 @@ class AsteroidSection(_Strict):
 
 
 class FinetuneSection(_Strict):
-    """How every fine-tuning stage trains the pretrained model (a run's ``finetune`` section, less ``init``)."""
+    """How every fine-tuning stage trains the pretrained model (a run's ``finetune`` section, less ``init``;
+    the fields are FinetuneConfig's own, so the two cannot drift apart)."""
 
-    mode: Literal["all", "freeze-backbone", "backbone-lr"] = Field(
-        "all", description="'all': every weight trains (the method's stage 2); 'freeze-backbone': only the energy "
-        "readout trains; 'backbone-lr': the backbone trains at backbone_lr × the learning rate.")
-    backbone_lr: float = Field(0.1, gt=0, le=1, description="Backbone learning-rate factor with mode 'backbone-lr'.")
+    mode: Literal["all", "freeze-backbone", "backbone-lr"] = FinetuneConfig.model_fields["mode"]
+    backbone_lr: float = FinetuneConfig.model_fields["backbone_lr"]
+    readout: Literal["keep", "reinit"] = FinetuneConfig.model_fields["readout"]
 
 
 class ScoreSection(_Strict):
