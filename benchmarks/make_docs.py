@@ -517,7 +517,12 @@ def asteroid_page(res: Results) -> str:
            f"fine-tuning {settings['finetune_minutes']:g} min; γ (eV/Å) and the cheap frames' energy labels (`reference`: "
            "their own, `theta0`: θ0's predictions) as the table says: a variant takes over the stages of its base run that its settings "
            "leave unchanged (θ0 always), and its rows for those recipes, the same runs, are not repeated. MACE: trained on the same DFT "
-           "frames for the accurate-only budget, in the same sitting as the rows it is compared with (F / MACE). Label CPU-s are "
+           "frames for the accurate-only budget, in the same sitting as the rows it is compared with (F / MACE)"
+           + ("; MACE's own pretrain → fine-tune (`--mace-finetune`): MACE pretrained on the run's xTB frames (the pipeline's "
+              "cheap split) for the pretraining budget, then fine-tuned on the DFT frames with `--foundation_model` for the "
+              "fine-tuning budget, E0s by least squares at both stages (with isolated-atom E0s its fine-tune diverged: "
+              "[the fine-tuning benchmark](finetune.md))" if any(r.get("mace_finetune") for _, r in found) else "")
+           + ". Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
            "the recipes are: [the ASTEROID page](../asteroid.md).\n",
