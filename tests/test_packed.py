@@ -213,6 +213,7 @@ def test_corrupt_and_truncated_pools_are_named(tmp_path, pool_file):
     (lambda f: f.__delitem__("atoms"), r"field '/atoms'.*no group '/atoms'"),
     (lambda f: f.__delitem__("levels"), r"field '/levels'"),
     (lambda f: f.__delitem__("frames/temperature"), r"no dataset '/frames/temperature'"),
+    (lambda f: f["frames/temperature"].__setitem__(4, -300.0), r"field '/frames/temperature'.*frame 4 has temperature -300"),
     (lambda f: f.attrs.__setitem__("format", "something-else"), r"field '/'.*'format' attribute 'something-else'"),
     (lambda f: f.attrs.__delitem__("stats"), r"no attribute 'stats'"),
     (lambda f: f["frames/offsets"].__setitem__(-1, 999), r"field '/atoms/positions'.*rows"),

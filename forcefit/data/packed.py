@@ -391,6 +391,10 @@ class PackedFrames(Sequence):
         f = {name: self._read(self._datasets[f"frames/{name}"], f"frames/{name}", rows["frames"]) for name in PER_FRAME
              if f"frames/{name}" in self._datasets}
         temperatures = f.get("temperature", np.full(stop - start, np.nan))
+        bad = np.flatnonzero(~np.isnan(temperatures) & ~(np.isfinite(temperatures) & (temperatures > 0)))
+        if bad.size:
+            raise DataError(f"frame {start + int(bad[0])} has temperature {temperatures[bad[0]]}; a temperature is a finite "
+                            "positive number of kelvin, or NaN for none", file=str(self.path), field="/frames/temperature")
         numbers = a["numbers"].astype(np.int64)
         frames = []
         for j, k in enumerate(range(start, stop)):
