@@ -20,9 +20,10 @@ accurate frames alone (the existing baseline, the accurate budget). ``--mace-fin
 pretrain → fine-tune on the same data: MACE pretrained on the pipeline's cheap frames (its cheap_train /
 cheap_valid split, the xTB labels, least-squares E0s) for the pretraining budget, then fine-tuned on the
 accurate frames with MACE's ``--foundation_model`` for the fine-tuning budget. Its fine-tuning E0s are
-least squares on the accurate frames (``average``), MACE's nearest to forcefit's E0 refit: with the
-isolated-atom E0s a network trained at the xTB level starts far off in energy, and that fine-tune diverged
-(benchmarks/finetune.py: 4170 meV/Å on ethanol). The pipeline folder and the MACE runs resume.
+least squares on the accurate frames (``average``), MACE's nearest to forcefit's E0 refit (with the
+isolated-atom E0s that fine-tune diverged, benchmarks/finetune.py: 4170 meV/Å on ethanol). MACE 0.3.16
+still starts the fine-tune from the pretrained model's energies (433 eV/atom off on ethanol) and it
+diverged as well (998 meV/Å). The pipeline folder and the MACE runs resume.
 """
 from __future__ import annotations
 

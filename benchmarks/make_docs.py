@@ -520,8 +520,11 @@ def asteroid_page(res: Results) -> str:
            "frames for the accurate-only budget, in the same sitting as the rows it is compared with (F / MACE)"
            + ("; MACE's own pretrain → fine-tune (`--mace-finetune`): MACE pretrained on the run's xTB frames (the pipeline's "
               "cheap split) for the pretraining budget, then fine-tuned on the DFT frames with `--foundation_model` for the "
-              "fine-tuning budget, E0s by least squares at both stages (with isolated-atom E0s its fine-tune diverged: "
-              "[the fine-tuning benchmark](finetune.md))" if any(r.get("mace_finetune") for _, r in found) else "")
+              "fine-tuning budget, E0s by least squares at both stages. MACE 0.3.16's single-head fine-tune starts from the "
+              "pretrained model's own energies even so (its first validation is 433 eV/atom off, the xTB–DFT offset) and its "
+              "forces blow up in the first epochs (402 → 2600-10000 meV/Å); with isolated-atom E0s it diverged too "
+              "([the fine-tuning benchmark](finetune.md)). MACE's multi-head fine-tuning, which replays the pretraining "
+              "data under its own head, is the option not yet measured" if any(r.get("mace_finetune") for _, r in found) else "")
            + ". Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
@@ -542,7 +545,10 @@ def asteroid_page(res: Results) -> str:
            "--json benchmarks/results/asteroid_ethanol_pretrain30_backbone_lr_md5000_score[_dsm].json\n"
            "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only asteroid-score --pretrain-minutes 30 "
            "--finetune-mode all --md-frames 5000 --base-variant score --variant all --workdir DIR5K "
-           "--json benchmarks/results/asteroid_ethanol_pretrain30_md5000_score_all.json\n```\n"]
+           "--json benchmarks/results/asteroid_ethanol_pretrain30_md5000_score_all.json\n"
+           "# MACE's own pretrain → fine-tune and MACE on the DFT frames, as a variant of a base run (its θ0 taken over):\n"
+           "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only --score-temperatures all --mace --mace-finetune "
+           "--pretrain-minutes 6 --variant mace_finetune --workdir DIR --json benchmarks/results/asteroid_ethanol_mace_finetune.json\n```\n"]
     rows = []
     # MACE from the same sitting: a run, its variants and MACE share a workdir (machines differ between sittings)
     mace_of = {asteroid_group(r): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}
