@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, map_jobs, print_table, require_shared, save_json, train_job  # noqa: E402
-from make_docs import ASTEROID_MD_FRAMES, score_setting_parts, write as write_docs  # noqa: E402
+from make_docs import ASTEROID_MD_FRAMES, finetune_changes, score_setting_parts, write as write_docs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ASTEROID_RECIPES = ("pretrain-finetune", "asteroid", "asteroid-score", "delta")
@@ -177,9 +177,7 @@ def finetune_settings(args) -> dict:
 
 def finetune_variant(args) -> str:
     """'' for the default fine-tuning settings, else a suffix naming the changed ones (its own run folder)."""
-    parts = (([args.finetune_mode] if args.finetune_mode != "all" else []) + ([f"lr{args.finetune_lr:g}"] if args.finetune_lr else [])
-             + (["readout-reinit"] if args.finetune_readout == "reinit" else []))
-    return "".join(f"_{p}" for p in parts)
+    return "".join(f"_{part}" for _, _, part in finetune_changes(vars(args)))
 
 
 def run_one(args, molecule: str, seed: int, root: Path, card: dict | None) -> dict:

@@ -706,12 +706,13 @@ def force_centric_files(res: Results) -> list[str]:
     return sorted(names, key=lambda n: (n != FORCE_CENTRIC, n))
 
 
-def finetune_changes(settings: dict) -> list[tuple[str, str]]:
-    """The force-centric file's fine-tuning settings that are not the default: (label, command-line flag) each."""
+def finetune_changes(settings: dict) -> list[tuple[str, str, str]]:
+    """The force-centric fine-tuning settings that are not the default: (table label, command-line flag, run-folder
+    suffix part) each; force_centric.finetune_variant names a variant's folder from the same list."""
     mode, lr, readout = settings.get("finetune_mode", "all"), settings.get("finetune_lr"), settings.get("finetune_readout", "keep")
-    return ([(f"fine-tuning {mode}", f"--finetune-mode {mode}")] if mode != "all" else []) + (
-        [(f"fine-tuning lr {lr:g}", f"--finetune-lr {lr:g}")] if lr else []) + (
-        [("energy readout re-initialised", "--finetune-readout reinit")] if readout == "reinit" else [])
+    return ([(f"fine-tuning {mode}", f"--finetune-mode {mode}", mode)] if mode != "all" else []) + (
+        [(f"fine-tuning lr {lr:g}", f"--finetune-lr {lr:g}", f"lr{lr:g}")] if lr else []) + (
+        [("energy readout re-initialised", "--finetune-readout reinit", "readout-reinit")] if readout == "reinit" else [])
 
 
 def build_label(data: dict) -> str:
@@ -719,7 +720,7 @@ def build_label(data: dict) -> str:
     and the fine-tuning settings it changed."""
     card = data.get("pretraining") or {}
     label = f"{card['training']['wall_minutes_budget']:g} min pretraining" if card else data["settings"]["init"]
-    return ", ".join([label, *(name for name, _ in finetune_changes(data["settings"]))])
+    return ", ".join([label, *(name for name, _, _ in finetune_changes(data["settings"]))])
 
 
 def force_centric_page(res: Results) -> str:
@@ -742,7 +743,7 @@ def force_centric_page(res: Results) -> str:
         cost = (f"{(card['pool']['cpu_seconds']['sampling'] + card['pool']['cpu_seconds']['labelling']) / 3600:.2f} CPU-hours "
                 f"for the pool, {card['training']['wall_minutes_budget']:g} min of pretraining on {card['training']['processes']} CPU processes"
                 + (f" (built {card['built']['date']})" if card.get("built") else "") if card else "–")
-        mode = "".join(f" {flag}" for _, flag in finetune_changes(st))
+        mode = "".join(f" {flag}" for _, flag, _ in finetune_changes(st))
         out.append(f"- `{name}` ({build_label(data)}): {cost}. MD {st['md_ps']:g} ps.\n\n  ```bash\n  python benchmarks/force_centric.py "
                    f"--molecules {' '.join(dict.fromkeys(r['molecule'] for r in data['results']))} --seeds {' '.join(map(str, st['seeds']))}"
                    f" --md-ps {st['md_ps']:g}{mode} --workdir DIR --json benchmarks/results/{name}\n  ```\n")

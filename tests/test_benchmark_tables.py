@@ -124,7 +124,7 @@ def test_each_fine_tuning_change_gets_its_own_arm_folder_settings_and_docs_label
     assert make_docs.build_label({"pretraining": card, "settings": vars(default)}) == "90 min pretraining"
     assert make_docs.build_label({"pretraining": card, "settings": vars(changed)}) == (
         "90 min pretraining, fine-tuning backbone-lr=0.1, fine-tuning lr 0.002, energy readout re-initialised")
-    assert [flag for _, flag in make_docs.finetune_changes(vars(changed))] == [
+    assert [flag for _, flag, _ in make_docs.finetune_changes(vars(changed))] == [
         "--finetune-mode backbone-lr=0.1", "--finetune-lr 0.002", "--finetune-readout reinit"]
 
 
