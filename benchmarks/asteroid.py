@@ -3,7 +3,7 @@
     python benchmarks/asteroid.py [--molecules ethanol acac] [--seeds 0] [--n-accurate 50]
         [--recipes accurate-only pretrain-finetune asteroid asteroid-score] [--accurate-minutes 10]
         [--pretrain-minutes 6] [--finetune-minutes 10] [--finetune-mode all] [--gamma 1.0] [--energy reference]
-        [--md-frames 2000] [--parallel] [--threads 1] [--mace] [--mace-finetune] [--variant NAME [--base-variant NAME]] [--workdir DIR]
+        [--md-frames 2000] [--parallel] [--threads 1] [--mace] [--mace-finetune [MODE ...]] [--variant NAME [--base-variant NAME]] [--workdir DIR]
         [--json benchmarks/results/asteroid.json]
 
 Data (benchmarks/asteroid_data.py): accurate = n DFT frames (25 more validate), cheap = GFN2-xTB labels
@@ -19,11 +19,14 @@ process (``--parallel`` runs the molecules side by side, one thread each). ``--m
 accurate frames alone (the existing baseline, the accurate budget). ``--mace-finetune`` adds MACE's own
 pretrain → fine-tune on the same data: MACE pretrained on the pipeline's cheap frames (its cheap_train /
 cheap_valid split, the xTB labels, least-squares E0s) for the pretraining budget, then fine-tuned on the
-accurate frames with MACE's ``--foundation_model`` for the fine-tuning budget. Its fine-tuning E0s are
-least squares on the accurate frames (``average``), MACE's nearest to forcefit's E0 refit (with the
-isolated-atom E0s that fine-tune diverged, benchmarks/finetune.py: 4170 meV/Å on ethanol). MACE 0.3.16
-still starts the fine-tune from the pretrained model's energies (433 eV/atom off on ethanol) and it
-diverged as well (998 meV/Å). The pipeline folder and the MACE runs resume.
+accurate frames with MACE's ``--foundation_model`` for the fine-tuning budget, in each named mode
+(MACE_FINETUNE; ``--mace-finetune`` alone: ``single-average``): single-head with E0s by least squares on
+the accurate frames (``average``, MACE's nearest to forcefit's E0 refit; MACE 0.3.16 still starts the
+fine-tune from the pretrained model's energies, 433 eV/atom off on ethanol, and it diverged: 998 meV/Å;
+with isolated-atom E0s it diverged too, benchmarks/finetune.py: 4170), single-head with E0s fitted to the
+pretrained model's predictions on the accurate frames (``estimated``, MACE's answer to that offset), and
+multi-head (``--multiheads_finetuning``: a pretraining head keeps fitting the cheap frames beside the new
+head, E0s ``estimated``), side by side with ``--parallel``. The pipeline folder and the MACE runs resume.
 """
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ from asteroid_data import MD_FRAMES, build_sets  # noqa: E402
 from common import map_jobs, print_table, require_shared, save_json  # noqa: E402
 
 SCORE_TEMPERATURE = {"ethanol": 500, "acac": 300}
+# MACE's fine-tuning of its own xTB-pretrained model: name -> (multi-head with the cheap frames replayed, E0s)
+MACE_FINETUNE = {"single-average": (False, "average"), "single-estimated": (False, "estimated"),
+                 "multihead-estimated": (True, "estimated")}
 
 
 def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, shared: Path) -> Path:
@@ -104,32 +110,49 @@ def run_one(job: tuple) -> dict:
     report = build_report(cfg.out, cfg.recipes)
     result = {"molecule": molecule, "seed": seed, "n_accurate": n, "report": report, "costs": costs,
               "bias": _bias_summary(Path(cfg.out)), "reused_stages": reused}
-    if args.mace_finetune:
+    if args.mace_finetune is not None:
         result["mace_finetune"] = mace_pretrain_finetune(args, seed, Path(cfg.out) / "data", costs["files"], work)
     if args.mace:
-        from mace_baseline import run_mace
+        from mace_baseline import run_mace_once
 
         files = costs["files"]
-        result["mace"] = run_mace(files["accurate"], files["accurate_valid"], files["test"],
-                                  require_shared(molecule, "isolated_atoms.xyz"), args.accurate_minutes, seed=seed,
-                                  workdir=work / "mace", threads=args.threads)
+        result["mace"] = run_mace_once(files["accurate"], files["accurate_valid"], files["test"],
+                                       require_shared(molecule, "isolated_atoms.xyz"), args.accurate_minutes, seed=seed,
+                                       workdir=work / "mace", threads=args.threads)
     return result
 
 
-def mace_pretrain_finetune(args, seed: int, data: Path, files: dict, work: Path) -> dict:
+def mace_finetune_folder(mode: str) -> str:
+    """A MACE fine-tuning mode's run folder (``single-average``, the first one measured, kept its plain name)."""
+    return "mace_finetune" if mode == "single-average" else f"mace_finetune_{mode}"
+
+
+def mace_pretrain_finetune(args, seed: int, data: Path, files: dict, work: Path) -> list[dict]:
     """MACE pretrained on the pipeline's cheap split (``data``: cheap_train/cheap_valid.xyz), then fine-tuned on the
-    accurate frames with --foundation_model; each run resumes from its summary (see the module docstring)."""
+    accurate frames with --foundation_model in each mode of ``args.mace_finetune`` (side by side with --parallel);
+    each run resumes from its summary (see the module docstring). One entry per mode."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from mace_baseline import run_mace_once
 
     common = {"seed": seed, "threads": args.threads, "md_steps": 0}
-    pretrain = run_mace_once(data / "cheap_train.xyz", data / "cheap_valid.xyz", files["test"], "average",
-                             args.pretrain_minutes, workdir=work / "mace_pretrain", **common)
-    finetune = run_mace_once(files["accurate"], files["accurate_valid"], files["test"], "average", args.finetune_minutes,
-                             workdir=work / "mace_finetune", foundation_model=pretrain["model_path"], **common)
+    cheap = (data / "cheap_train.xyz", data / "cheap_valid.xyz")
+    pretrain = run_mace_once(*cheap, files["test"], "average", args.pretrain_minutes, workdir=work / "mace_pretrain", **common)
+    modes = args.mace_finetune or ["single-average"]
+
+    def finetune(mode: str) -> dict:
+        replay, e0s = MACE_FINETUNE[mode]
+        return run_mace_once(files["accurate"], files["accurate_valid"], files["test"], e0s, args.finetune_minutes,
+                             workdir=work / mace_finetune_folder(mode), foundation_model=pretrain["model_path"],
+                             replay=cheap if replay else None, **common)
+
+    with ThreadPoolExecutor(len(modes) if args.parallel else 1) as pool:  # each run is its own MACE process
+        runs = list(pool.map(finetune, modes))
     keep = ("test_forces_mae_meV_per_A", "test_energy_mae_meV_per_atom", "epochs", "n_train", "train_minutes", "wall_minutes")
-    return {"pretrain": {k: pretrain.get(k) for k in keep}, "finetune": {k: finetune.get(k) for k in keep},
-            "pretrain_minutes": args.pretrain_minutes, "finetune_minutes": args.finetune_minutes,
-            "e0s": {"pretrain": "average", "finetune": "average"}}
+    return [{"mode": mode, "multihead": MACE_FINETUNE[mode][0], "pretrain": {k: pretrain.get(k) for k in keep},
+             "finetune": {k: run.get(k) for k in keep}, "pretrain_minutes": args.pretrain_minutes,
+             "finetune_minutes": args.finetune_minutes, "e0s": {"pretrain": "average", "finetune": MACE_FINETUNE[mode][1]}}
+            for mode, run in zip(modes, runs)]
 
 
 def _reuse(base: Path, cfg) -> list[str]:
@@ -187,11 +210,12 @@ def main() -> None:
     p.add_argument("--score-temperatures", choices=["one", "all"], default="one",
                    help="asteroid-score's unlabelled frames: the MD of one temperature (ethanol 500 K, acac 300 K), or "
                    "every MD temperature, each frame scored at its own")
-    p.add_argument("--parallel", action="store_true", help="one process per molecule/seed/n, side by side")
+    p.add_argument("--parallel", action="store_true", help="one process per molecule/seed/n, side by side (and the MACE fine-tuning modes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mace", action="store_true")
-    p.add_argument("--mace-finetune", action="store_true",
-                   help="also MACE pretrained on the cheap frames, then fine-tuned on the accurate ones (--foundation_model)")
+    p.add_argument("--mace-finetune", nargs="*", choices=list(MACE_FINETUNE), default=None, metavar="MODE",
+                   help="also MACE pretrained on the cheap frames, then fine-tuned on the accurate ones (--foundation_model) "
+                   f"in each MODE: {', '.join(MACE_FINETUNE)} (alone: single-average)")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--variant", default=None, help="a named variant (other --gamma/--energy/...) in its own folder beside "
                    "the base run, reusing its data and θ0 (e.g. --variant gamma0.1 --recipes asteroid --gamma 0.1)")
@@ -216,9 +240,10 @@ def main() -> None:
         if "mace" in r:
             rows.append({"molecule": r["molecule"], "seed": r["seed"], "n": r["n_accurate"], "recipe": "MACE accurate-only",
                          "forces_mae_meV_per_A": r["mace"]["test_forces_mae_meV_per_A"]})
-        if "mace_finetune" in r:
-            rows.append({"molecule": r["molecule"], "seed": r["seed"], "n": r["n_accurate"], "recipe": "MACE pretrain-finetune",
-                         "forces_mae_meV_per_A": r["mace_finetune"]["finetune"]["test_forces_mae_meV_per_A"]})
+        for m in r.get("mace_finetune", []):
+            rows.append({"molecule": r["molecule"], "seed": r["seed"], "n": r["n_accurate"],
+                         "recipe": f"MACE pretrain-finetune ({m['mode']})",
+                         "forces_mae_meV_per_A": m["finetune"]["test_forces_mae_meV_per_A"]})
     print_table("ASTEROID and baselines (test force MAE)", rows, [
         ("molecule", "molecule", ""), ("seed", "seed", "d"), ("n", "accurate", "d"), ("recipe", "recipe", ""),
         ("forces_mae_meV_per_A", "F MAE meV/Å", ".1f"), ("forces_vs_accurate_only", "× accurate-only", ".2f"),

@@ -81,23 +81,34 @@ def _worker(python: Path, args: list, threads: int, log_path: Path, timeout: flo
 
 def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, seed: int = 0,
              workdir: str | Path = "mace_run", threads: int = 2, md_steps: int = 300, md_threads: int = 1,
-             foundation_model: str | Path | None = None) -> dict:
+             foundation_model: str | Path | None = None, replay: tuple | None = None) -> dict:
     """Train MACE for `minutes` of training-loop wall time, then test it and time MD through its ASE calculator.
 
     e0s_xyz_or_dict: an extxyz of isolated atoms (energy per element), a {Z: eV} dict, or "average".
     foundation_model: a MACE .model file to fine-tune (MACE's own ``--foundation_model``, single head:
     ``--multiheads_finetuning=False``; the architecture then comes from that file).
+    replay: (train, valid) frames the foundation model was trained on, for MACE's multi-head fine-tuning
+    (``--multiheads_finetuning=True --pt_train_file``: a ``pt_head`` keeps fitting them beside the new head).
+    It runs at this function's learning rate and EMA like every other MACE run here (``--force_mh_ft_lr``:
+    MACE's multi-head defaults, lr 1e-4 and EMA 0.99999, are sized for days of foundation-model fine-tuning,
+    and at EMA 0.99999 a 10-minute run would barely move the evaluated weights off the foundation's).
+    e0s "estimated" (MACE's E0s fitted to the foundation model's predictions on the training frames)
+    needs a foundation model.
     md_threads defaults to 1 to match common.md_steps_per_second, which times the forcefit models.
     Returns test energy/force MAE, training structures/s (median per-epoch rate, first epoch
     excluded, as for forcefit), MD steps/s for the first test molecule, epochs, n_train, wall_minutes.
     """
+    if replay and not foundation_model:
+        raise ValueError("replay (multi-head fine-tuning) needs a foundation_model")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     python = ensure_venv()
     if isinstance(e0s_xyz_or_dict, dict):
         e0s = json.dumps({int(z): float(e) for z, e in e0s_xyz_or_dict.items()})
+    elif str(e0s_xyz_or_dict) in ("average", "estimated"):
+        e0s = str(e0s_xyz_or_dict)
     else:
-        e0s = "average" if str(e0s_xyz_or_dict) == "average" else Path(e0s_xyz_or_dict).resolve()
+        e0s = Path(e0s_xyz_or_dict).resolve()
     prep = _worker(python, ["prepare", "--out", workdir / "data", "--e0s", e0s,
                             *[Path(p).resolve() for p in (train_xyz, valid_xyz, test_xyz)]], threads, workdir / "prepare.log")
     start = time.perf_counter()
@@ -108,8 +119,7 @@ def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, se
                              "--model=ScaleShiftMACE", "--hidden_irreps=32x0e+32x1o", "--r_max=5.0", "--default_dtype=float32",
                              "--device=cpu", "--batch_size=5", "--valid_batch_size=5", "--max_num_epochs=1000000",
                              "--ema", "--ema_decay=0.99", "--amsgrad", "--plot=False", "--save_cpu",
-                             *([f"--foundation_model={Path(foundation_model).resolve()}", "--multiheads_finetuning=False"]
-                               if foundation_model else [])],
+                             *foundation_args(foundation_model, replay, workdir, threads)],
                     threads, workdir / "train.log", timeout=minutes * 60 + 1800)
     wall = time.perf_counter() - start
     model = workdir / "mace.model"
@@ -118,6 +128,20 @@ def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, se
     return {**ev, "train_structures_per_s": train["train_structures_per_s"], "epochs": train["epochs"],
             "n_train": prep["n_train"], "wall_minutes": wall / 60, "train_minutes": train["train_seconds"] / 60,
             "model_path": str(model)}
+
+
+def foundation_args(foundation_model, replay, workdir: Path, threads: int) -> list[str]:
+    """MACE's fine-tuning arguments: single head, or multi-head with the replayed frames (keys made MACE's by ``prepare``)."""
+    if not foundation_model:
+        return []
+    args = [f"--foundation_model={Path(foundation_model).resolve()}"]
+    if not replay:
+        return [*args, "--multiheads_finetuning=False"]
+    python = ensure_venv()
+    pt = _worker(python, ["prepare", "--out", workdir / "replay", "--e0s", "average",
+                          *[Path(p).resolve() for p in (*replay, replay[1])]], threads, workdir / "prepare_replay.log")
+    return [*args, "--multiheads_finetuning=True", f"--pt_train_file={pt['train']}", f"--pt_valid_file={pt['valid']}",
+            "--force_mh_ft_lr=True"]
 
 
 def run_mace_once(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, workdir: str | Path, **kw) -> dict:

@@ -1,6 +1,6 @@
 """The MACE side of benchmarks/mace_baseline.py; runs only inside benchmarks/.mace-venv.
 
-    python mace_worker.py prepare --out DIR --e0s ISO.xyz|JSON|average TRAIN VALID TEST
+    python mace_worker.py prepare --out DIR --e0s ISO.xyz|JSON|average|estimated TRAIN VALID TEST
     python mace_worker.py train --minutes M --threads T --timing FILE -- <mace_run_train arguments>
     python mace_worker.py eval --model FILE --test FILE --threads T [--md-steps N]
 
@@ -51,7 +51,7 @@ def prepare(out: Path, e0s: str, files: list[Path]) -> dict:
         paths[name] = str(out / f"{name}.xyz")
         paths[f"n_{name}"] = len(frames)
         ase.io.write(paths[name], frames, format="extxyz")
-    if e0s == "average":
+    if e0s in ("average", "estimated"):  # MACE's own: least squares on the training frames / fitted to a foundation model
         paths["e0s"] = e0s
     else:
         if e0s.lstrip().startswith("{"):

@@ -524,7 +524,7 @@ def asteroid_page(res: Results) -> str:
               "pretrained model's own energies even so (its first validation is 433 eV/atom off, the xTB–DFT offset) and its "
               "forces blow up in the first epochs (402 → 2600-10000 meV/Å); with isolated-atom E0s it diverged too "
               "([the fine-tuning benchmark](finetune.md)). MACE's multi-head fine-tuning, which replays the pretraining "
-              "data under its own head, is the option not yet measured" if any(r.get("mace_finetune") for _, r in found) else "")
+              "data under its own head, is the option not yet measured" if any(mace_finetunes(r) for _, r in found) else "")
            + ". Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
@@ -569,8 +569,7 @@ def asteroid_page(res: Results) -> str:
         if r.get("mace"):
             rows.append([r["molecule"], str(r["seed"]), "MACE, DFT frames only", "", "", str(r["report"]["rows"][0].get("accurate_labels", "")),
                          "0", "0", "", num(mace), "", "1.00", num(r["mace"].get("test_energy_mae_meV_per_atom"), 2), ""])
-        if r.get("mace_finetune"):
-            rows.append(mace_finetune_row(r, mace))
+        rows.extend(mace_finetune_row(r, m, mace) for m in mace_finetunes(r))
     rows.sort(key=lambda row: (row[0], row[1]))  # each molecule's rows together (stable: base run first)
     out.append(table(["molecule", "seed", "recipe", "γ eV/Å, cheap energies", "pretrain min", "DFT labels", "xTB labels", "unlabelled",
                       "label CPU-s", "F MAE", "F / accurate-only", "F / MACE", "E MAE", "train min"], rows, files,
@@ -606,13 +605,24 @@ def asteroid_page(res: Results) -> str:
     return "\n".join(out)
 
 
-def mace_finetune_row(r: dict, mace: float | None) -> list[str]:
+MACE_FINETUNE_LABEL = {"single-average": "single head, least-squares E0s",
+                       "single-estimated": "single head, E0s fitted to the pretrained model",
+                       "multihead-estimated": "multi-head, xTB frames replayed, E0s fitted to the pretrained model"}
+
+
+def mace_finetunes(r: dict) -> list[dict]:
+    """asteroid.py's MACE fine-tuning runs of a result: a list, one per mode (the first result file held one, unnamed)."""
+    m = r.get("mace_finetune") or []
+    return m if isinstance(m, list) else [{**m, "mode": "single-average"}]
+
+
+def mace_finetune_row(r: dict, m: dict, mace: float | None) -> list[str]:
     """The ASTEROID table's row for MACE pretrained on the run's xTB frames, then fine-tuned with --foundation_model."""
-    m = r["mace_finetune"]
     pre, fine = m["pretrain"], m["finetune"]
     f = fine["test_forces_mae_meV_per_A"]
     minutes = sum(x.get("train_minutes") or 0.0 for x in (pre, fine))
-    return [r["molecule"], str(r["seed"]), "MACE, pretrained on the xTB frames, fine-tuned (`--foundation_model`)", "",
+    return [r["molecule"], str(r["seed"]),
+            f"MACE, pretrained on the xTB frames, fine-tuned (`--foundation_model`, {MACE_FINETUNE_LABEL[m['mode']]})", "",
             f"{m['pretrain_minutes']:g}", str(r["report"]["rows"][0].get("accurate_labels", "")), str(r["costs"]["cheap"]["labels"]),
             "0", "", num(f), "", ratio(None if mace is None else f / mace), num(fine.get("test_energy_mae_meV_per_atom"), 2),
             num(minutes)]

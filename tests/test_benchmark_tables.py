@@ -132,9 +132,29 @@ def test_maces_own_pretrain_finetune_is_a_row_against_its_dft_only_run():
     """asteroid.py --mace-finetune: the row names the cheap labels MACE pretrained on, its budget and its ratio to MACE."""
     make_docs = load_benchmark("make_docs")
     arm = lambda f, minutes: {"test_forces_mae_meV_per_A": f, "test_energy_mae_meV_per_atom": 0.5, "train_minutes": minutes}  # noqa: E731
+    run = {"pretrain": arm(340.0, 30.0), "finetune": arm(24.0, 10.0), "pretrain_minutes": 30.0, "finetune_minutes": 10.0}
     r = {"molecule": "ethanol", "seed": 0, "costs": {"cheap": {"labels": 2425}}, "report": {"rows": [{"accurate_labels": 75}]},
-         "mace_finetune": {"pretrain": arm(340.0, 30.0), "finetune": arm(24.0, 10.0), "pretrain_minutes": 30.0, "finetune_minutes": 10.0}}
-    row = make_docs.mace_finetune_row(r, mace=30.0)
-    assert row[:2] == ["ethanol", "0"] and "--foundation_model" in row[2]
-    assert row[4:8] == ["30", "75", "2425", "0"] and row[9] == "24.0" and row[11] == "0.80" and row[13] == "40.0"
-    assert make_docs.mace_finetune_row(r, mace=None)[11] == "–"
+         "mace_finetune": [{**run, "mode": "single-estimated"}, {**run, "mode": "multihead-estimated"}]}
+    single, multi = (make_docs.mace_finetune_row(r, m, mace=30.0) for m in make_docs.mace_finetunes(r))
+    assert single[:2] == ["ethanol", "0"] and "--foundation_model" in single[2] and "single head, E0s fitted" in single[2]
+    assert "multi-head" in multi[2]
+    assert single[4:8] == ["30", "75", "2425", "0"] and single[9] == "24.0" and single[11] == "0.80" and single[13] == "40.0"
+    assert make_docs.mace_finetune_row(r, r["mace_finetune"][0], mace=None)[11] == "–"
+    # the first result file held one run, unnamed: the least-squares single-head fine-tune
+    legacy = make_docs.mace_finetunes({**r, "mace_finetune": run})
+    assert [m["mode"] for m in legacy] == ["single-average"] and legacy[0]["finetune"] == run["finetune"]
+
+
+def test_maces_fine_tuning_arguments_name_its_mode(tmp_path):
+    """mace_baseline: no foundation model adds nothing, one adds a single-head fine-tune, replay without one is refused
+    before any MACE process starts."""
+    mace = load_benchmark("mace_baseline")
+    assert mace.foundation_args(None, None, tmp_path, 1) == []
+    single = mace.foundation_args(tmp_path / "pre.model", None, tmp_path, 1)
+    assert single == [f"--foundation_model={(tmp_path / 'pre.model').resolve()}", "--multiheads_finetuning=False"]
+    with pytest.raises(ValueError, match="needs a foundation_model"):
+        mace.run_mace("a.xyz", "b.xyz", "c.xyz", "average", 1.0, workdir=tmp_path, replay=("a.xyz", "b.xyz"))
+    asteroid = load_benchmark("asteroid")
+    assert asteroid.mace_finetune_folder("single-average") == "mace_finetune"  # the first measured run's folder
+    assert asteroid.mace_finetune_folder("multihead-estimated") == "mace_finetune_multihead-estimated"
+    assert asteroid.MACE_FINETUNE["multihead-estimated"] == (True, "estimated")
