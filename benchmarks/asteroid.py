@@ -158,18 +158,21 @@ def mace_pretrain_finetune(args, seed: int, data: Path, files: dict, work: Path)
 def _reuse(base: Path, cfg) -> list[str]:
     """A variant takes over its base run's data and every finished stage whose settings (its own and its upstream
     stages', as the pipeline records them) are what the variant's config gives it: θ0 always, the pretraining
-    stages when only the fine-tuning differs, the plain and score stages when only the asteroid settings do."""
+    stages when only the fine-tuning differs, the plain and score stages when only the asteroid settings do.
+    What it took over is recorded in the variant's folder (``taken_over.json``), so a rerun, which finds those
+    stages already there, still names them (the docs leave their repeated rows out)."""
     import shutil
 
     from forcefit.pipeline import Pipeline
     from forcefit.pipeline.stages import RECIPE_STAGES, UPSTREAM, stage_order
 
     out = Path(cfg.out)
+    record_file = out / "taken_over.json"
     if (base / "data" / "data.json").exists() and not (out / "data").exists():
         shutil.copytree(base / "data", out / "data")
     variant = Pipeline(cfg, log=lambda line: None)
     own = lambda settings: {k: v for k, v in settings.items() if k != "upstream"}  # noqa: E731
-    taken: set[str] = set()
+    taken: set[str] = set(json.loads(record_file.read_text())) if record_file.exists() else set()
     for stage in stage_order(list(RECIPE_STAGES)):
         done = base / "stages" / stage / "stage.json"
         if not done.exists() or (out / "stages" / stage).exists():
@@ -182,6 +185,8 @@ def _reuse(base: Path, cfg) -> list[str]:
         shutil.copytree(done.parent, out / "stages" / stage)
         (out / "stages" / stage / "stage.json").write_text(json.dumps({**record, "settings": wanted}, indent=2))
         taken.add(stage)
+    out.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(json.dumps(sorted(taken)))
     return sorted(taken)
 
 

@@ -518,13 +518,18 @@ def asteroid_page(res: Results) -> str:
            "their own, `theta0`: θ0's predictions) as the table says: a variant takes over the stages of its base run that its settings "
            "leave unchanged (θ0 always), and its rows for those recipes, the same runs, are not repeated. MACE: trained on the same DFT "
            "frames for the accurate-only budget, in the same sitting as the rows it is compared with (F / MACE)"
-           + ("; MACE's own pretrain → fine-tune (`--mace-finetune`): MACE pretrained on the run's xTB frames (the pipeline's "
-              "cheap split) for the pretraining budget, then fine-tuned on the DFT frames with `--foundation_model` for the "
-              "fine-tuning budget, E0s by least squares at both stages. MACE 0.3.16's single-head fine-tune starts from the "
-              "pretrained model's own energies even so (its first validation is 433 eV/atom off, the xTB–DFT offset) and its "
-              "forces blow up in the first epochs (402 → 2600-10000 meV/Å); with isolated-atom E0s it diverged too "
-              "([the fine-tuning benchmark](finetune.md)). MACE's multi-head fine-tuning, which replays the pretraining "
-              "data under its own head, is the option not yet measured" if any(mace_finetunes(r) for _, r in found) else "")
+           + ("; MACE's own pretrain → fine-tune (`--mace-finetune MODE ...`): MACE pretrained on the run's xTB frames (the "
+              "pipeline's cheap split, least-squares E0s) for the pretraining budget, then fine-tuned on the DFT frames with "
+              "`--foundation_model` for the fine-tuning budget, single-head with E0s by least squares on the DFT frames "
+              "(`single-average`) or fitted to the pretrained model's predictions on them (`single-estimated`, MACE's remedy for an "
+              "energy offset), or multi-head (`multihead-estimated`: `--multiheads_finetuning`, the xTB frames replayed under a "
+              "pretraining head beside the new one, at the learning rate and EMA of every MACE run here, `--force_mh_ft_lr`; "
+              "MACE's multi-head defaults, lr 1e-4 and EMA 0.99999, are sized for days of training). Both single-head fine-tunes "
+              "of MACE 0.3.16 start from the pretrained model's own energies whatever E0s they are given (first validation 433 "
+              "eV/atom off, the xTB–DFT offset) and their forces blow up in the first epochs (402 → 2600-12600 meV/Å); with "
+              "isolated-atom E0s it diverged too ([the fine-tuning benchmark](finetune.md)). The multi-head fine-tune starts at "
+              "the DFT energies (8 meV/atom) and converges, but each of its epochs replays the 2304 xTB frames (4 epochs in 10 "
+              "minutes; MACE's 6-minute pretraining had made 3)" if any(mace_finetunes(r) for _, r in found) else "")
            + ". Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
@@ -548,7 +553,7 @@ def asteroid_page(res: Results) -> str:
            "--json benchmarks/results/asteroid_ethanol_pretrain30_md5000_score_all.json\n"
            "# MACE's own pretrain → fine-tune and MACE on the DFT frames, as a variant of a base run (its θ0 taken over):\n"
            "python benchmarks/asteroid.py --molecules ethanol --recipes accurate-only --score-temperatures all --mace --mace-finetune "
-           "--pretrain-minutes 6 --variant mace_finetune --workdir DIR --json benchmarks/results/asteroid_ethanol_mace_finetune.json\n```\n"]
+           "single-average single-estimated multihead-estimated --parallel --pretrain-minutes 6 --variant mace_finetune --workdir DIR --json benchmarks/results/asteroid_ethanol_mace_finetune.json\n```\n"]
     rows = []
     # MACE from the same sitting: a run, its variants and MACE share a workdir (machines differ between sittings)
     mace_of = {asteroid_group(r): r["mace"]["test_forces_mae_meV_per_A"] for _, r in found if r.get("mace")}

@@ -377,5 +377,6 @@ def test_a_benchmark_variant_takes_over_exactly_the_stages_its_settings_leave_un
         assert any(f"stage {stage}: done, skipped" in s for s in lines), stage
     for stage in ("finetune-plain", "finetune-asteroid"):
         assert any(f"stage {stage}: training" in s for s in lines), stage
+    assert bench._reuse(folder / "base", variant) == taken  # a rerun finds them in place and still names them
     other = _load(folder, _config(folder, recipes, out="gamma", budget=one, asteroid={"gamma": 0.5}))
     assert bench._reuse(folder / "base", other) == ["accurate", "finetune-plain", "pretrain-plain"]
