@@ -119,7 +119,7 @@ def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, se
                              "--model=ScaleShiftMACE", "--hidden_irreps=32x0e+32x1o", "--r_max=5.0", "--default_dtype=float32",
                              "--device=cpu", "--batch_size=5", "--valid_batch_size=5", "--max_num_epochs=1000000",
                              "--ema", "--ema_decay=0.99", "--amsgrad", "--plot=False", "--save_cpu",
-                             *foundation_args(foundation_model, replay, workdir, threads)],
+                             *foundation_args(foundation_model, replay, workdir, threads, python)],
                     threads, workdir / "train.log", timeout=minutes * 60 + 1800)
     wall = time.perf_counter() - start
     model = workdir / "mace.model"
@@ -130,15 +130,15 @@ def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, se
             "model_path": str(model)}
 
 
-def foundation_args(foundation_model, replay, workdir: Path, threads: int) -> list[str]:
-    """MACE's fine-tuning arguments: single head, or multi-head with the replayed frames (keys made MACE's by ``prepare``)."""
+def foundation_args(foundation_model, replay, workdir: Path, threads: int, python: Path | None = None) -> list[str]:
+    """MACE's fine-tuning arguments: single head, or multi-head with the replayed frames (keys made MACE's by ``prepare``,
+    run by ``python``, the MACE venv's interpreter that ``run_mace`` already holds)."""
     if not foundation_model:
         return []
     args = [f"--foundation_model={Path(foundation_model).resolve()}"]
     if not replay:
         return [*args, "--multiheads_finetuning=False"]
-    python = ensure_venv()
-    pt = _worker(python, ["prepare", "--out", workdir / "replay", "--e0s", "average",
+    pt = _worker(python or ensure_venv(), ["prepare", "--out", workdir / "replay", "--e0s", "average",
                           *[Path(p).resolve() for p in (*replay, replay[1])]], threads, workdir / "prepare_replay.log")
     return [*args, "--multiheads_finetuning=True", f"--pt_train_file={pt['train']}", f"--pt_valid_file={pt['valid']}",
             "--force_mh_ft_lr=True"]
