@@ -2,7 +2,7 @@
 
     python benchmarks/asteroid.py [--molecules ethanol acac] [--seeds 0] [--n-accurate 50]
         [--recipes accurate-only pretrain-finetune asteroid asteroid-score] [--accurate-minutes 10]
-        [--pretrain-minutes 6] [--finetune-minutes 10] [--finetune-mode all] [--gamma 1.0] [--energy reference]
+        [--pretrain-minutes 6] [--finetune-minutes 10] [--finetune-mode all] [--finetune-readout keep] [--gamma 1.0] [--energy reference]
         [--md-frames 2000] [--parallel] [--threads 1] [--mace] [--mace-finetune [MODE ...]] [--variant NAME [--base-variant NAME]] [--workdir DIR]
         [--json benchmarks/results/asteroid.json]
 
@@ -81,7 +81,7 @@ def pipeline_config(args, molecule: str, seed: int, costs: dict, work: Path, sha
         "training": {"threads": args.threads, "progress": False, "val_interval": 1},
         "budget": {"accurate": budget(args.accurate_minutes), "pretrain": budget(args.pretrain_minutes),
                    "finetune": budget(args.finetune_minutes)},
-        "finetune": FinetuneConfig.parse_mode(args.finetune_mode),
+        "finetune": {**FinetuneConfig.parse_mode(args.finetune_mode), "readout": args.finetune_readout},
         "asteroid": {"gamma": args.gamma, "energy": args.energy},
         "score": {"estimator": args.score_estimator},
     }
@@ -210,6 +210,8 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="eV/Å")
     p.add_argument("--energy", choices=["theta0", "reference", "none"], default="reference")
     p.add_argument("--finetune-mode", default="all", help="every fine-tuning stage: all, freeze-backbone or backbone-lr=FACTOR")
+    p.add_argument("--finetune-readout", choices=["keep", "reinit"], default="keep",
+                   help="every fine-tuning stage: keep the pretrained energy readout, or start a fresh one")
     p.add_argument("--md-frames", type=int, default=MD_FRAMES,
                    help="GFN2-xTB MD frames among the cheap ones (spread over 300-600 K; the issue allows up to 5000)")
     p.add_argument("--score-estimator", choices=["sliced", "denoising"], default="sliced")

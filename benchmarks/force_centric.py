@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, map_jobs, print_table, require_shared, save_json, train_job  # noqa: E402
-from make_docs import ASTEROID_MD_FRAMES, finetune_changes, score_setting_parts, write as write_docs  # noqa: E402
+from make_docs import ASTEROID_MD_FRAMES, asteroid_finetune_parts, finetune_changes, score_setting_parts, write as write_docs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ASTEROID_RECIPES = ("pretrain-finetune", "asteroid", "asteroid-score", "delta")
@@ -102,9 +102,7 @@ def asteroid_setting_label(recipe: str, settings: dict) -> str:
     """A recipe with the settings of the ASTEROID run that measured it (its pretraining budget, fine-tuning mode, γ)."""
     if recipe == "delta":
         return recipe
-    parts = [f"{settings['pretrain_minutes']:g} min pretraining"]
-    if settings.get("finetune_mode", "all") != "all":
-        parts.append(f"fine-tuning {settings['finetune_mode']}")
+    parts = [f"{settings['pretrain_minutes']:g} min pretraining", *asteroid_finetune_parts(recipe, settings)]
     if recipe == "asteroid" and (settings["gamma"], settings["energy"]) != (1.0, "reference"):
         parts.append(f"γ {settings['gamma']:g}, {settings['energy']} energies")
     parts += score_setting_parts(recipe, settings)

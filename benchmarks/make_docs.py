@@ -471,10 +471,19 @@ def score_setting_parts(recipe: str, settings: dict) -> list[str]:
         ["MD frames of every temperature"] if settings.get("score_temperatures", "one") == "all" else [])
 
 
+def asteroid_finetune_parts(recipe: str, settings: dict) -> list[str]:
+    """How an ASTEROID run's fine-tuning stages differed from the default (every weight, the pretrained readout), as
+    the table labels here and in benchmarks/force_centric.py name it; recipes without pretraining have none."""
+    if recipe not in ASTEROID_PRETRAINING:
+        return []
+    mode = settings.get("finetune_mode", "all")
+    return ([] if mode == "all" else [f"fine-tuning {mode}"]) + (
+        ["energy readout re-initialised"] if settings.get("finetune_readout", "keep") == "reinit" else [])
+
+
 def recipe_label(r: dict, recipe: str) -> str:
-    """The recipe, with its fine-tuning mode where the run did not fine-tune every weight."""
-    mode = r["settings"].get("finetune_mode", "all")
-    parts = ([] if mode == "all" or recipe not in ASTEROID_PRETRAINING else [f"fine-tuning {mode}"]) + score_setting_parts(recipe, r["settings"])
+    """The recipe, with how its fine-tuning and score matching differed from the defaults."""
+    parts = asteroid_finetune_parts(recipe, r["settings"]) + score_setting_parts(recipe, r["settings"])
     return recipe if not parts else f"{recipe} ({', '.join(parts)})"
 
 
@@ -881,10 +890,10 @@ def asteroid_summary(res: Results) -> str:
         rows = {row["recipe"]: row for row in r["report"]["rows"] if row.get("status") == "done"}
         entry = by_molecule.setdefault(r["molecule"], {"gammas": {}, "n": r["n_accurate"], "cheap": set(), "plain": {},
                                                        "delta": {}})
-        mode = r["settings"].get("finetune_mode", "all")
         md = r["settings"].get("md_frames", ASTEROID_MD_FRAMES)
-        minutes = (f"{r['settings']['pretrain_minutes']:g} min pretraining" + ("" if mode == "all" else f", fine-tuning {mode}")
-                   + ("" if md == ASTEROID_MD_FRAMES else f", {md} xTB MD frames"))
+        minutes = ", ".join([f"{r['settings']['pretrain_minutes']:g} min pretraining",
+                             *asteroid_finetune_parts("asteroid", r["settings"]),
+                             *([] if md == ASTEROID_MD_FRAMES else [f"{md} xTB MD frames"])])
         if "delta" in rows:
             entry["delta"][r["seed"]] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:

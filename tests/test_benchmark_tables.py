@@ -158,3 +158,18 @@ def test_maces_fine_tuning_arguments_name_its_mode(tmp_path):
     assert asteroid.mace_finetune_folder("single-average") == "mace_finetune"  # the first measured run's folder
     assert asteroid.mace_finetune_folder("multihead-estimated") == "mace_finetune_multihead-estimated"
     assert asteroid.MACE_FINETUNE["multihead-estimated"] == (True, "estimated")
+
+
+def test_an_asteroid_fine_tuning_change_names_itself_in_both_benchmarks_labels(force_centric):
+    """A fresh readout (--finetune-readout reinit) and a backbone-lr factor label the recipes that fine-tune, in the
+    ASTEROID table (make_docs.recipe_label) and in the force-centric comparison (asteroid_setting_label) alike."""
+    make_docs = load_benchmark("make_docs")
+    settings = {"pretrain_minutes": 30.0, "finetune_mode": "backbone-lr=0.03", "finetune_readout": "reinit",
+                "gamma": 1.0, "energy": "reference"}
+    assert make_docs.recipe_label({"settings": settings}, "asteroid") == (
+        "asteroid (fine-tuning backbone-lr=0.03, energy readout re-initialised)")
+    assert make_docs.recipe_label({"settings": settings}, "accurate-only") == "accurate-only"
+    assert force_centric.asteroid_setting_label("pretrain-finetune", settings) == (
+        "pretrain-finetune (30 min pretraining, fine-tuning backbone-lr=0.03, energy readout re-initialised)")
+    assert make_docs.recipe_label({"settings": {**settings, "finetune_mode": "all", "finetune_readout": "keep"}},
+                                  "asteroid") == "asteroid"
