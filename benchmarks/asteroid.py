@@ -149,7 +149,8 @@ def mace_pretrain_finetune(args, seed: int, data: Path, files: dict, work: Path)
 
     with ThreadPoolExecutor(len(modes) if args.parallel else 1) as pool:  # each run is its own MACE process
         runs = list(pool.map(finetune, modes))
-    keep = ("test_forces_mae_meV_per_A", "test_energy_mae_meV_per_atom", "epochs", "n_train", "train_minutes", "wall_minutes")
+    keep = ("test_forces_mae_meV_per_A", "test_energy_mae_meV_per_atom", "epochs", "n_train", "train_minutes", "wall_minutes",
+            "first_validations")
     return [{"mode": mode, "multihead": MACE_FINETUNE[mode][0], "pretrain": {k: pretrain.get(k) for k in keep},
              "finetune": {k: run.get(k) for k in keep}, "pretrain_minutes": args.pretrain_minutes,
              "finetune_minutes": args.finetune_minutes, "e0s": {"pretrain": "average", "finetune": MACE_FINETUNE[mode][1]}}

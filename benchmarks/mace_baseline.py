@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,8 +127,25 @@ def run_mace(train_xyz, valid_xyz, test_xyz, e0s_xyz_or_dict, minutes: float, se
     ev = _worker(python, ["eval", "--model", model, "--test", prep["test"], "--threads", md_threads,
                           "--md-steps", md_steps], md_threads, workdir / "eval.log")
     return {**ev, "train_structures_per_s": train["train_structures_per_s"], "epochs": train["epochs"],
+            "first_validations": validation_history(workdir / "train.log"),
             "n_train": prep["n_train"], "wall_minutes": wall / 60, "train_minutes": train["train_seconds"] / 60,
             "model_path": str(model)}
+
+
+# MACE's per-head validation line: "Initial: head: Default, loss=..., RMSE_E_per_atom= 8.38 meV, RMSE_F= 402.37 meV / A"
+_VALIDATION = re.compile(r"(Initial|Epoch (\d+)): head: (\S+), loss=\S+, RMSE_E_per_atom=\s*([-\d.eE+]+) meV, "
+                         r"RMSE_F=\s*([-\d.eE+]+) meV / A")
+
+
+def validation_history(log: Path, epochs: int = 10) -> list[dict]:
+    """The validations MACE logged in ``log`` (its train.log) before training and in its first ``epochs`` epochs, in
+    order: epoch (None before training), head, energy RMSE per atom and force RMSE, so a result records how a run
+    started (a fine-tune that starts off or blows up), not only where it ended."""
+    if not Path(log).exists():
+        return []
+    found = [{"epoch": None if m[2] is None else int(m[2]), "head": m[3], "energy_rmse_meV_per_atom": float(m[4]),
+              "forces_rmse_meV_per_A": float(m[5])} for m in _VALIDATION.finditer(Path(log).read_text())]
+    return [v for v in found if v["epoch"] is None or v["epoch"] < epochs]
 
 
 def foundation_args(foundation_model, replay, workdir: Path, threads: int, python: Path | None = None) -> list[str]:

@@ -534,11 +534,11 @@ def asteroid_page(res: Results) -> str:
               "energy offset), or multi-head (`multihead-estimated`: `--multiheads_finetuning`, the xTB frames replayed under a "
               "pretraining head beside the new one, at the learning rate and EMA of every MACE run here, `--force_mh_ft_lr`; "
               "MACE's multi-head defaults, lr 1e-4 and EMA 0.99999, are sized for days of training). Both single-head fine-tunes "
-              "of MACE 0.3.16 start from the pretrained model's own energies whatever E0s they are given (first validation 433 "
-              "eV/atom off, the xTB–DFT offset) and their forces blow up in the first epochs (402 → 2600-12600 meV/Å); with "
-              "isolated-atom E0s it diverged too ([the fine-tuning benchmark](finetune.md)). The multi-head fine-tune starts at "
-              "the DFT energies (8 meV/atom) and converges, but each of its epochs replays the 2304 xTB frames (4 epochs in 10 "
-              "minutes; MACE's 6-minute pretraining had made 3)" if any(mace_finetunes(r) for _, r in found) else "")
+              "of MACE 0.3.16 start from the pretrained model's own energies whatever E0s they are given (the xTB–DFT offset) "
+              "and their forces blow up in the first epochs; with isolated-atom E0s it diverged too ([the fine-tuning "
+              "benchmark](finetune.md)). The multi-head fine-tune starts at the DFT energies and converges, but each of its "
+              "epochs replays every xTB frame. Validation RMSE of the DFT head as MACE logged it (energy per atom, forces): "
+              + mace_finetune_starts(found) if any(mace_finetunes(r) for _, r in found) else "")
            + ". Label CPU-s are "
            "measured: PySCF at the reference level on 2 frames (ethanol PBE/def2-SVP; acac without D3, dftd3 is not "
            "installed), the xTB campaign's per-label CPU time, and the xTB MD's CPU time spread over its frames. What "
@@ -628,6 +628,29 @@ def mace_finetunes(r: dict) -> list[dict]:
     """asteroid.py's MACE fine-tuning runs of a result: a list, one per mode (the first result file held one, unnamed)."""
     m = r.get("mace_finetune") or []
     return m if isinstance(m, list) else [{**m, "mode": "single-average"}]
+
+
+def _rmse_energy(mev: float) -> str:
+    return f"{mev / 1000:.0f} eV/atom" if mev >= 1000 else f"{mev:.0f} meV/atom"
+
+
+def mace_finetune_starts(found: list[tuple[str, dict]]) -> str:
+    """How each MACE fine-tune of the ASTEROID runs started, from the validations its result recorded (DFT head):
+    energy and force RMSE before training, the force RMSE range over the first epochs, and its epochs against its
+    pretraining's."""
+    parts = []
+    for _, r in found:
+        for m in mace_finetunes(r):
+            seen = [v for v in m["finetune"].get("first_validations") or [] if v["head"] == "Default"]
+            if not seen or seen[0]["epoch"] is not None:
+                continue
+            first, later = seen[0], [v["forces_rmse_meV_per_A"] for v in seen[1:]]
+            span = f", {min(later):.0f}-{max(later):.0f} meV/Å over the first {len(later)} epochs" if later else ""
+            parts.append(f"`{m['mode']}` ({r['molecule']}, seed {r['seed']}): {_rmse_energy(first['energy_rmse_meV_per_atom'])} "
+                         f"and {first['forces_rmse_meV_per_A']:.0f} meV/Å before training{span}; {m['finetune']['epochs']} "
+                         f"epochs in {m['finetune_minutes']:g} minutes (its {m['pretrain_minutes']:g}-minute pretraining on "
+                         f"{m['pretrain']['n_train']} xTB frames made {m['pretrain']['epochs']})")
+    return "; ".join(parts)
 
 
 def mace_finetune_row(r: dict, m: dict, mace: float | None) -> list[str]:

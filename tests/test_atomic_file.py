@@ -45,3 +45,23 @@ def test_a_kill_mid_write_keeps_the_previous_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     assert path.read_text() == "seed: 7\n"
+
+
+def test_a_new_file_gets_the_umasks_mode_and_a_replaced_one_keeps_its_own(tmp_path):
+    """mkstemp's temporary file is 0o600; the file it becomes must read like one open() made (a model file a user's
+    group could not read was the defect), and a replaced file keeps the mode its owner gave it."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        new = tmp_path / "model.json"
+        write_text_atomic(new, "{}")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640
+        kept = tmp_path / "metrics.json"
+        kept.write_text("old")
+        kept.chmod(0o604)
+        write_text_atomic(kept, "new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o604 and kept.read_text() == "new"
+    finally:
+        os.umask(old)

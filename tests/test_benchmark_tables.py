@@ -173,3 +173,28 @@ def test_an_asteroid_fine_tuning_change_names_itself_in_both_benchmarks_labels(f
         "pretrain-finetune (30 min pretraining, fine-tuning backbone-lr=0.03, energy readout re-initialised)")
     assert make_docs.recipe_label({"settings": {**settings, "finetune_mode": "all", "finetune_readout": "keep"}},
                                   "asteroid") == "asteroid"
+
+
+def test_maces_logged_validations_are_recorded_and_the_docs_quote_them(tmp_path):
+    """The docs' account of how MACE's fine-tunes started comes from the validations its log shows, recorded in the
+    result (mace_baseline.validation_history), not from numbers typed into make_docs."""
+    mace, make_docs = load_benchmark("mace_baseline"), load_benchmark("make_docs")
+    log = tmp_path / "train.log"
+    log.write_text(
+        "2026-12-07 21:31:16.911 INFO: Initial: head: pt_head, loss=0.1, RMSE_E_per_atom=    0.98 meV, RMSE_F=   25.69 meV / A\n"
+        "2026-12-07 21:31:16.911 INFO: Initial: head: Default, loss=37563.0, RMSE_E_per_atom=433357.97 meV, RMSE_F=  402.37 meV / A\n"
+        "some other line\n"
+        "2026-12-07 21:31:19.870 INFO: Epoch 0: head: Default, loss=3.6e4, RMSE_E_per_atom=427302.37 meV, RMSE_F= 2637.70 meV / A, "
+        "RMSE_stress=None meV / A^3\n"
+        "2026-12-07 21:31:22.829 INFO: Epoch 1: head: Default, loss=3.5e4, RMSE_E_per_atom=418515.05 meV, RMSE_F= 5576.85 meV / A\n"
+        "2026-12-07 21:31:25.829 INFO: Epoch 2: head: Default, loss=3.5e4, RMSE_E_per_atom=418515.05 meV, RMSE_F= 9999.00 meV / A\n")
+    seen = mace.validation_history(log, epochs=2)
+    assert [(v["epoch"], v["head"]) for v in seen] == [(None, "pt_head"), (None, "Default"), (0, "Default"), (1, "Default")]
+    assert seen[1]["energy_rmse_meV_per_atom"] == 433357.97 and seen[3]["forces_rmse_meV_per_A"] == 5576.85
+    assert mace.validation_history(tmp_path / "absent.log") == []
+    run = {"molecule": "ethanol", "seed": 0, "mace_finetune": [{
+        "mode": "single-average", "pretrain_minutes": 6.0, "finetune_minutes": 10.0,
+        "pretrain": {"epochs": 3, "n_train": 2304}, "finetune": {"epochs": 214, "first_validations": seen}}]}
+    assert make_docs.mace_finetune_starts([("f.json", run)]) == (
+        "`single-average` (ethanol, seed 0): 433 eV/atom and 402 meV/Å before training, 2638-5577 meV/Å over the first 2 "
+        "epochs; 214 epochs in 10 minutes (its 6-minute pretraining on 2304 xTB frames made 3)")
