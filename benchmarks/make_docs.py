@@ -524,7 +524,7 @@ def asteroid_page(res: Results) -> str:
            "thread each). Budgets: accurate-only (θ0) "
            f"{settings['accurate_minutes']:g} min, each pretraining as the `pretrain min` column says, each "
            f"fine-tuning {settings['finetune_minutes']:g} min; γ (eV/Å) and the cheap frames' energy labels (`reference`: "
-           "their own, `theta0`: θ0's predictions) as the table says: a variant takes over the stages of its base run that its settings "
+           "their own, `theta0`: θ0's predictions, `none`: no energy term, forces only) as the table says: a variant takes over the stages of its base run that its settings "
            "leave unchanged (θ0 always), and its rows for those recipes, the same runs, are not repeated. MACE: trained on the same DFT "
            "frames for the accurate-only budget, in the same sitting as the rows it is compared with (F / MACE)"
            + ("; MACE's own pretrain → fine-tune (`--mace-finetune MODE ...`): MACE pretrained on the run's xTB frames (the "
@@ -894,13 +894,18 @@ def summary_block(res: Results) -> str:
                  rows, ["ethanol_budget.json", "ethanol50_budget_seeds12.json", "acac_budget.json"], align="lrlrrrrr")
 
 
-def seed_mean(by_seed: dict[int, float]) -> tuple[float, str]:
-    """(mean over seeds, its label): one seed's value as it is, several as their mean with each seed's value."""
-    mean = sum(by_seed.values()) / len(by_seed)
-    if len(by_seed) == 1:
+def seed_mean(by_run: dict[tuple[int, str], float]) -> tuple[float, str]:
+    """(mean over runs, its label): one run's value as it is, several as their mean with each one's value. A run is
+    (seed, sitting: its workdir); the same seed measured in two sittings counts twice, named as such, never replaced."""
+    mean = sum(by_run.values()) / len(by_run)
+    if len(by_run) == 1:
         return mean, f"{ratio(mean)}×"
-    each = ", ".join(f"{ratio(v)}" for _, v in sorted(by_seed.items()))
-    return mean, f"{ratio(mean)}× (mean of seeds {', '.join(str(k) for k in sorted(by_seed))}: {each})"
+    runs = sorted(by_run)
+    seeds = [seed for seed, _ in runs]
+    each = ", ".join(f"{ratio(by_run[k])}" for k in runs)
+    if len(set(seeds)) == len(seeds):
+        return mean, f"{ratio(mean)}× (mean of seeds {', '.join(str(k) for k in seeds)}: {each})"
+    return mean, f"{ratio(mean)}× (mean of {len(runs)} runs, seeds {', '.join(str(k) for k in seeds)}: {each})"
 
 
 def asteroid_summary(res: Results) -> str:
@@ -917,13 +922,14 @@ def asteroid_summary(res: Results) -> str:
         minutes = ", ".join([f"{r['settings']['pretrain_minutes']:g} min pretraining",
                              *asteroid_finetune_parts("asteroid", r["settings"]),
                              *([] if md == ASTEROID_MD_FRAMES else [f"{md} xTB MD frames"])])
+        run = (r["seed"], str(r["settings"].get("workdir")))  # the same seed in another sitting is another run
         if "delta" in rows:
-            entry["delta"][r["seed"]] = ratio_of(rows["delta"], r)
+            entry["delta"][run] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:
-            entry["gammas"].setdefault(f"{asteroid_setting(r)} energies, {minutes}", {})[r["seed"]] = ratio_of(rows["asteroid"], r)
+            entry["gammas"].setdefault(f"{asteroid_setting(r)} energies, {minutes}", {})[run] = ratio_of(rows["asteroid"], r)
             entry["cheap"].add(rows["asteroid"]["cheap_labels"])
         if "pretrain-finetune" in rows and "pretrain-finetune" not in reused_recipes(r):
-            entry["plain"].setdefault(minutes, {})[r["seed"]] = ratio_of(rows["pretrain-finetune"], r)
+            entry["plain"].setdefault(minutes, {})[run] = ratio_of(rows["pretrain-finetune"], r)
     parts = []
     for molecule, e in sorted(by_molecule.items()):
         if not e["gammas"]:

@@ -198,3 +198,13 @@ def test_maces_logged_validations_are_recorded_and_the_docs_quote_them(tmp_path)
     assert make_docs.mace_finetune_starts([("f.json", run)]) == (
         "`single-average` (ethanol, seed 0): 433 eV/atom and 402 meV/Å before training, 2638-5577 meV/Å over the first 2 "
         "epochs; 214 epochs in 10 minutes (its 6-minute pretraining on 2304 xTB frames made 3)")
+
+
+def test_a_seed_measured_in_two_sittings_is_two_runs_in_the_summary():
+    """make_docs.seed_mean: the same seed rerun in another workdir (another sitting) joins the mean and is named twice;
+    before, the later file silently replaced the earlier one's value."""
+    make_docs = load_benchmark("make_docs")
+    assert make_docs.seed_mean({(0, "/a"): 0.5}) == (0.5, "0.50×")
+    mean, label = make_docs.seed_mean({(0, "/a"): 0.46, (0, "/b"): 0.52})
+    assert mean == pytest.approx(0.49) and label == "0.49× (mean of 2 runs, seeds 0, 0: 0.46, 0.52)"
+    assert make_docs.seed_mean({(1, "/a"): 0.4, (0, "/a"): 0.6})[1] == "0.50× (mean of seeds 0, 1: 0.60, 0.40)"
