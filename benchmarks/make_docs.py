@@ -926,7 +926,8 @@ def asteroid_summary(res: Results) -> str:
         if "delta" in rows:
             entry["delta"][run] = ratio_of(rows["delta"], r)
         if "asteroid" in rows:
-            entry["gammas"].setdefault(f"{asteroid_setting(r)} energies, {minutes}", {})[run] = ratio_of(rows["asteroid"], r)
+            energies = "forces only" if r["settings"]["energy"] == "none" else f"{r['settings']['energy']} energies"
+            entry["gammas"].setdefault(f"{r['settings']['gamma']:g}, {energies}, {minutes}", {})[run] = ratio_of(rows["asteroid"], r)
             entry["cheap"].add(rows["asteroid"]["cheap_labels"])
         if "pretrain-finetune" in rows and "pretrain-finetune" not in reused_recipes(r):
             entry["plain"].setdefault(minutes, {})[run] = ratio_of(rows["pretrain-finetune"], r)
