@@ -36,8 +36,8 @@ budget:                        # per stage: whichever comes first
   finetune: {max_epochs: 2000, max_minutes: 10}
 finetune:                      # every fine-tuning stage
   mode: all                    # or 'backbone-lr' (with backbone_lr: 0.1) or 'freeze-backbone'
-  readout: keep                # or 'reinit': a fresh energy readout on the pretrained representation (better after
-                               # asteroid-score, whose readout never saw an energy: docs/asteroid.md)
+  readout: keep                # or 'reinit': a fresh energy readout on the pretrained representation (as good or better
+                               # after asteroid-score, whose readout never saw an energy: docs/asteroid.md)
 asteroid:
   gamma: 1.0                   # eV/Å: w_i = exp(-b_i/γ), b_i = per-frame force MAE of θ0 against the cheap label
   energy: reference            # cheap energies with their own E0s; 'theta0' (θ0's predictions, as published); 'none'
