@@ -187,8 +187,7 @@ def _reuse(base: Path, cfg) -> list[str]:
         shutil.copytree(done.parent, out / "stages" / stage)
         (out / "stages" / stage / "stage.json").write_text(json.dumps({**record, "settings": wanted}, indent=2))
         taken.add(stage)
-    out.mkdir(parents=True, exist_ok=True)
-    record_file.write_text(json.dumps(sorted(taken)))
+    save_json(record_file, sorted(taken))  # atomic, as every result file here
     return sorted(taken)
 
 
